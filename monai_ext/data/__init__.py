@@ -1,0 +1,1 @@
+"""Data: built-in synthetic datasets, datalist builders for public layouts, multi-domain composition."""
