@@ -1,0 +1,210 @@
+"""Checkpoints that survive interruption.
+
+``ResumableCheckpoint`` writes the whole training state (network, optimiser, scheduler, trainer counters) atomically
+every few epochs and, when the same run starts again, resumes from the newest one. ``BestModelSaver`` keeps the
+bundle's ``models/model.pt`` (a plain tensor state dict, the Model Zoo convention) and the figures it was chosen by.
+Both write to a temporary file and rename it, so a kill during a write leaves the previous file intact, and both only
+write on rank 0 of a distributed run.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+
+__all__ = ["save_atomic", "ResumableCheckpoint", "BestModelSaver", "unwrap_model", "is_main_process"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel/DataParallel/torch.compile wrappers."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, obj in objects.items():
+        if isinstance(obj, torch.nn.Module):
+            obj = unwrap_model(obj)
+        out[name] = obj.state_dict()
+    return out
+
+
+class ResumableCheckpoint:
+    """Save the training state every ``save_every_epochs`` epochs and resume from the newest checkpoint.
+
+    Files are ``<save_dir>/checkpoint_epoch=<N>.pt`` holding ``{name: state_dict}`` for every object in ``objects``
+    (pass the trainer itself as ``"trainer"`` to restore its epoch and iteration counters). On ``Events.STARTED`` the
+    newest file is loaded when ``resume`` is True; the trainer's ``max_epochs`` is kept from the configuration so that
+    a resumed run can be extended.
+
+    Args:
+        save_dir: folder of the checkpoints.
+        objects: ``{"network": ..., "optimizer": ..., "lr_scheduler": ..., "trainer": ...}``.
+        save_every_epochs: interval in epochs; the final epoch is always saved.
+        n_saved: how many checkpoint files to keep.
+        resume: resume from the newest checkpoint in ``save_dir`` when one exists.
+    """
+
+    pattern = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
+
+    def __init__(
+        self,
+        save_dir: str,
+        objects: Mapping[str, Any],
+        save_every_epochs: int = 1,
+        n_saved: int = 2,
+        resume: bool = True,
+    ) -> None:
+        self.save_dir = save_dir
+        self.objects = dict(objects)
+        self.save_every_epochs = max(int(save_every_epochs), 1)
+        self.n_saved = max(int(n_saved), 1)
+        self.resume = resume
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load_latest)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def checkpoints(self) -> list[str]:
+        """Checkpoint files of ``save_dir``, oldest first."""
+        files = [f for f in glob.glob(os.path.join(self.save_dir, "checkpoint_epoch=*.pt")) if self.pattern.search(f)]
+        return sorted(files, key=lambda f: int(self.pattern.search(f).group(1)))
+
+    def load_latest(self, engine: Engine) -> None:
+        files = self.checkpoints() if self.resume else []
+        if not files:
+            return
+        path = files[-1]
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt file: say so, do not silently start over
+            raise RuntimeError(
+                f"cannot read the checkpoint {path} to resume from ({e}). Delete it to resume from the previous one, "
+                f"or pass resume=False (--resume false) to start a new run."
+            ) from e
+        to_load = {}
+        for name, obj in self.objects.items():
+            if name not in checkpoint:
+                raise RuntimeError(f"checkpoint {path} has no '{name}' entry (has {sorted(checkpoint)}).")
+            to_load[name] = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
+        max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        if max_epochs is not None:
+            engine.state.max_epochs = max(max_epochs, engine.state.epoch)
+        logger.info(f"resumed from {path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+
+    def save(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        last = engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
+        if not is_main_process() or (epoch % self.save_every_epochs and not last):
+            return
+        path = os.path.join(self.save_dir, f"checkpoint_epoch={epoch}.pt")
+        save_atomic(_state_dicts(self.objects), path)
+        for old in self.checkpoints()[: -self.n_saved]:
+            os.remove(old)
+        logger.info(f"saved training state to {path}")
+
+
+class BestModelSaver:
+    """Keep the network weights with the best validation metric as a plain state dict, plus a JSON of its figures.
+
+    Attach to the evaluator. After each validation the value of ``metric_name`` in ``engine.state.metrics`` is
+    compared with the best so far (read back from ``<model_path>.json`` on start, so resuming keeps the best); when
+    it improves, the (unwrapped) network's state dict is written atomically to ``model_path`` and every metric of
+    that validation to ``<model_path without .pt>_metrics.json``.
+
+    Args:
+        network: the trained network.
+        model_path: usually ``@bundle_root + '/models/model.pt'``.
+        metric_name: the metric to select by (higher is better unless ``mode="min"``).
+        trainer: optional; its epoch/iteration are recorded with the figures.
+        mode: "max" or "min".
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        model_path: str,
+        metric_name: str,
+        trainer: Engine | None = None,
+        mode: str = "max",
+    ) -> None:
+        self.network = network
+        self.model_path = model_path
+        self.metrics_path = os.path.splitext(model_path)[0] + "_metrics.json"
+        self.metric_name = metric_name
+        self.trainer = trainer
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.mode = mode
+        self.best: float | None = None
+        if os.path.exists(self.metrics_path):
+            with open(self.metrics_path) as f:
+                self.best = json.load(f).get("metrics", {}).get(metric_name)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.metric_name not in engine.state.metrics:
+            raise KeyError(f"metric '{self.metric_name}' not computed; have {sorted(engine.state.metrics)}")
+        value = float(engine.state.metrics[self.metric_name])
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if not better or not is_main_process():
+            return
+        self.best = value
+        save_atomic(unwrap_model(self.network).state_dict(), self.model_path)
+        record = {
+            "metric_name": self.metric_name,
+            "metrics": {k: _as_number(v) for k, v in engine.state.metrics.items()},
+        }
+        if self.trainer is not None:
+            record.update(epoch=self.trainer.state.epoch, iteration=self.trainer.state.iteration)
+        tmp = self.metrics_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=2)
+        os.replace(tmp, self.metrics_path)
+        logger.info(f"new best {self.metric_name} = {value:.4f}: saved {self.model_path}")
+
+
+def _as_number(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)

@@ -1,0 +1,109 @@
+"""Interrupted training resumes from its last checkpoint and ends where an uninterrupted run ends."""
+
+import json
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer, SupervisedEvaluator
+
+from monai_ext.engines.checkpoint import BestModelSaver, ResumableCheckpoint, save_atomic
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def _make(tmp_path, max_epochs, seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    g = torch.Generator().manual_seed(123)
+    data = [{"image": torch.randn(2, 4, generator=g), "label": torch.randn(2, 1, generator=g)} for _ in range(5)]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=max_epochs, train_data_loader=data, network=net, optimizer=opt,
+        loss_function=torch.nn.MSELoss(), amp=False,
+    )  # fmt: skip
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sched.step())
+    ckpt = ResumableCheckpoint(
+        str(tmp_path), {"network": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}, n_saved=2
+    )
+    ckpt.attach(trainer)
+    return trainer, net, ckpt
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path):
+    ref_trainer, ref_net, _ = _make(tmp_path / "ref", max_epochs=4)
+    ref_trainer.run()
+
+    trainer, _, _ = _make(tmp_path / "run", max_epochs=4)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def crash(engine):
+        if engine.state.epoch == 3 and engine.state.iteration == 12:  # mid-epoch 3
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        trainer.run()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+
+    # a fresh process: new objects, different initial weights, same command
+    trainer2, net2, _ = _make(tmp_path / "run", max_epochs=4, seed=99)
+    trainer2.run()
+    assert trainer2.state.epoch == 4 and trainer2.state.iteration == 4 * 5
+    for a, b in zip(ref_net.state_dict().values(), net2.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt"]
+
+
+def test_resume_false_starts_over(tmp_path):
+    trainer, _, _ = _make(tmp_path, max_epochs=1)
+    trainer.run()
+    trainer2, _, ckpt = _make(tmp_path, max_epochs=1)
+    ckpt.resume = False
+    trainer2.run()
+    assert trainer2.state.iteration == 5
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    trainer, _, _ = _make(tmp_path, max_epochs=1)
+    trainer.run()
+    (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"not a checkpoint")
+    trainer2, _, _ = _make(tmp_path, max_epochs=2)
+    with pytest.raises(RuntimeError, match="checkpoint_epoch=1.pt"):
+        trainer2.run()
+
+
+def test_save_atomic_keeps_previous_file_when_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    save_atomic({"w": torch.ones(2)}, str(path))
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_atomic({"w": torch.zeros(2)}, str(path))
+    monkeypatch.undo()
+    torch.testing.assert_close(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_best_model_saver_keeps_best_across_restarts(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[], network=net)
+    saver = BestModelSaver(net, str(tmp_path / "model.pt"), "dice")
+    for value, expect_saved in ((0.5, True), (0.4, False), (0.7, True)):
+        evaluator.state.metrics = {"dice": value}
+        with torch.no_grad():
+            net.weight.fill_(value)
+        saver(evaluator)
+        saved = torch.load(tmp_path / "model.pt", weights_only=True)["weight"]
+        assert (float(saved.flatten()[0]) == pytest.approx(value)) == expect_saved
+    record = json.loads((tmp_path / "model_metrics.json").read_text())
+    assert record["metrics"]["dice"] == pytest.approx(0.7)
+    again = BestModelSaver(net, str(tmp_path / "model.pt"), "dice")  # a resumed run knows the best so far
+    assert again.best == pytest.approx(0.7)
