@@ -86,6 +86,34 @@ def _resolve_task_dir(dataset_dir: str, task: str) -> str:
     return path
 
 
+def _case_id(item: dict) -> str:
+    name = os.path.basename(item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"])
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _split_task(task_dir: str, items: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """The task's own ``splits.json`` ({"train": [case ids], "val": [...]}) when it has one, else a seeded split."""
+    split_file = os.path.join(task_dir, "splits.json")
+    if not os.path.exists(split_file):
+        return split_datalist(items, val_fraction=val_fraction, seed=seed)
+    import json
+
+    with open(split_file) as f:
+        splits = json.load(f)
+    train_ids, val_ids = set(splits.get("train", [])), set(splits.get("val", []) or splits.get("validation", []))
+    if not train_ids or not val_ids:
+        raise DatalistError(f"{split_file} must list case ids under 'train' and 'val'")
+    train = [it for it in items if _case_id(it) in train_ids]
+    val = [it for it in items if _case_id(it) in val_ids]
+    if not train or not val:
+        raise DatalistError(f"{split_file}: its case ids match no file of {task_dir} (ids are file names without extension)")
+    logger.info(f"{os.path.basename(task_dir)}: using the split of {split_file}")
+    return train, val
+
+
 def multidomain_datalist(
     dataset_dir: str,
     tasks: Sequence[str],
@@ -98,7 +126,8 @@ def multidomain_datalist(
     Args:
         dataset_dir: folder holding the task folders (entries of ``tasks`` may also be absolute paths).
         tasks: task folder names, one dataset ("domain") each, in domain-index order.
-        val_fraction: fraction of each task's cases held out for validation (a fixed, seeded split per task).
+        val_fraction: fraction of each task's cases held out for validation (a fixed, seeded split per task); a task
+            folder with a ``splits.json`` (``{"train": [...], "val": [...]}``, case ids) uses that split instead.
         seed: seed of the split.
         max_cases_per_task: keep at most this many cases of each task (before splitting), for quick runs.
 
@@ -120,7 +149,7 @@ def multidomain_datalist(
         name = os.path.basename(os.path.normpath(task_dir))
         for item in items:
             item.update(domain=index, domain_name=name, target_spacing=list(spacing))
-        train, val = split_datalist(items, val_fraction=val_fraction, seed=seed)
+        train, val = _split_task(task_dir, items, val_fraction, seed)
         labels = {int(k): v for k, v in meta.get("labels", {}).items()}
         domains.append(
             {

@@ -1,0 +1,25 @@
+"""The shared training path: mixed precision, resumable checkpoints, metrics, schedules, exports."""
+
+from .amp import (
+    AutocastInferer,
+    resolve_amp_dtype,
+)
+from .checkpoint import (
+    save_atomic,
+    ResumableCheckpoint,
+    BestModelSaver,
+    unwrap_model,
+    is_main_process,
+)
+from .export import (
+    load_best_weights,
+    export_best_encoder,
+)
+from .metrics import (
+    PerDomainMeanDice,
+    dice_per_class,
+    write_metrics_table,
+)
+from .schedulers import (
+    LinearWarmupCosineLR,
+)

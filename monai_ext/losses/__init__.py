@@ -1,0 +1,8 @@
+"""Losses for multi-domain co-training and multi-label pre-training."""
+
+from .multidomain import (
+    BranchMaskedDiceCELoss,
+)
+from .multilabel import (
+    PresentClassDiceBCELoss,
+)

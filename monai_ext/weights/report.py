@@ -108,6 +108,8 @@ def load_with_report(
     source: str = "",
     initialise: tuple[str, ...] | list[str] = (),
     allow_missing: bool = False,
+    drop: tuple[str, ...] | list[str] = (),
+    allow_unexpected: bool = False,
 ) -> LoadReport:
     """Copy every entry of ``state_dict`` whose name and shape match ``model`` and report the rest.
 
@@ -117,9 +119,13 @@ def load_with_report(
         source: a name for messages.
         initialise: prefixes of target keys that are declared new (a new head) and keep their initial values.
         allow_missing: accept undeclared target keys without a source value.
+        drop: prefixes of source keys that are expected to stay unused (a pre-training head).
+        allow_unexpected: accept any unused source key. By default an undeclared unused source key is an error:
+            e.g. ResNet-34 weights offered to a ResNet-18 would otherwise "load" with a third of their layers.
 
     Raises:
-        WeightTransferError: nothing matched, or undeclared keys are missing (unless ``allow_missing``).
+        WeightTransferError: nothing matched, undeclared keys are missing (unless ``allow_missing``), or undeclared
+            source keys were not used (unless ``allow_unexpected``).
     """
     target = model.state_dict()
     report = LoadReport(source=source)
@@ -136,5 +142,12 @@ def load_with_report(
         (report.initialised if declared else report.missing).append(key)
     report.unexpected = [k for k in state_dict if k not in target or k in report.initialised]
     report.check(allow_missing=allow_missing)
+    stray = [k for k in report.unexpected if k not in report.initialised and not any(k.startswith(p) for p in drop)]
+    if stray and not allow_unexpected:
+        raise WeightTransferError(
+            f"{len(stray)} tensors of {source or 'the checkpoint'} have no place in the network "
+            f"(e.g. {', '.join(stray[:4])}): it was saved from a different architecture. Declare them in `drop` if "
+            f"they are a head you mean to discard.\n{report.summary()}"
+        )
     model.load_state_dict(new_state, strict=False)
     return report.log()
