@@ -6,3 +6,9 @@ Dimension Transform, plus fine-tuning from any of them.
 """
 
 __version__ = "0.1.0"
+
+# subpackages are imported eagerly (as MONAI does) so that bundle configs can write ``$import monai_ext`` and then
+# use fully dotted names such as ``monai_ext.data.builtin.builtin_dataset_dir``.
+from . import bundle, data, engines, losses, networks, transforms, weights  # noqa: E402
+
+__all__ = ["bundle", "data", "engines", "losses", "networks", "transforms", "weights", "__version__"]

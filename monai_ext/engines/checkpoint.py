@@ -67,13 +67,13 @@ class ResumableCheckpoint:
     """Save the training state every ``save_every_epochs`` epochs and resume from the newest checkpoint.
 
     Files are ``<save_dir>/checkpoint_epoch=<N>.pt`` holding ``{name: state_dict}`` for every object in ``objects``
-    (pass the trainer itself as ``"trainer"`` to restore its epoch and iteration counters). On ``Events.STARTED`` the
+    plus the engine it is attached to, under ``"trainer"`` (its epoch and iteration counters). On ``Events.STARTED`` the
     newest file is loaded when ``resume`` is True; the trainer's ``max_epochs`` is kept from the configuration so that
     a resumed run can be extended.
 
     Args:
         save_dir: folder of the checkpoints.
-        objects: ``{"network": ..., "optimizer": ..., "lr_scheduler": ..., "trainer": ...}``.
+        objects: ``{"network": ..., "optimizer": ..., "lr_scheduler": ...}``; the engine is added on ``attach``.
         save_every_epochs: interval in epochs; the final epoch is always saved.
         n_saved: how many checkpoint files to keep.
         resume: resume from the newest checkpoint in ``save_dir`` when one exists.
@@ -96,6 +96,7 @@ class ResumableCheckpoint:
         self.resume = resume
 
     def attach(self, engine: Engine) -> None:
+        self.objects.setdefault("trainer", engine)
         engine.add_event_handler(Events.STARTED, self.load_latest)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
@@ -194,6 +195,8 @@ class BestModelSaver:
         }
         if self.trainer is not None:
             record.update(epoch=self.trainer.state.epoch, iteration=self.trainer.state.iteration)
+        else:  # an evaluator run by ValidationHandler carries the trainer's epoch
+            record.update(epoch=engine.state.epoch)
         tmp = self.metrics_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(record, f, indent=2)

@@ -17,7 +17,7 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 from monai.handlers import from_engine
 
-__all__ = ["PerDomainMeanDice", "dice_per_class", "write_metrics_table"]
+__all__ = ["PerDomainMeanDice", "dice_per_class", "write_metrics_table", "write_case_table"]
 
 
 def dice_per_class(pred: torch.Tensor, label: torch.Tensor, classes: Sequence[int]) -> list[float]:
@@ -72,6 +72,7 @@ class PerDomainMeanDice(Metric):
     @reinit__is_reduced
     def reset(self) -> None:
         self._scores: dict[int, list[float]] = defaultdict(list)
+        self.cases: list[dict] = []  # one row per volume: case, dataset, mean Dice, Dice per class
 
     def attach(self, engine: Engine, name: str, usage: Any = None) -> None:  # type: ignore[override]
         self._name = name
@@ -82,6 +83,8 @@ class PerDomainMeanDice(Metric):
         domains = self._domains(engine.state.batch, len(preds))
         for pred, label, d in zip(preds, labels, domains):
             self.update((pred, label, d))
+            meta = getattr(label, "meta", {}) or {}
+            self.cases[-1]["case"] = str(meta.get("filename_or_obj", f"case_{len(self.cases)}"))
 
     def _domains(self, batch: Any, n: int) -> list[int]:
         if isinstance(batch, dict):
@@ -102,7 +105,12 @@ class PerDomainMeanDice(Metric):
         pred = pred.argmax(0) if pred.shape[0] > 1 else pred[0]
         label = label[0] if label.ndim == pred.ndim + 1 else label
         classes = range(1, self.class_counts[domain])
-        self._scores[domain].append(_nanmean(dice_per_class(pred.detach().cpu(), label.detach().cpu(), classes)))
+        per_class = dice_per_class(pred.detach().cpu(), label.detach().cpu(), classes)
+        self._scores[domain].append(_nanmean(per_class))
+        self.cases.append(
+            {"case": f"case_{len(self.cases) + 1}", "dataset": self.domain_names[domain], "mean_dice": _nanmean(per_class)}
+            | {f"dice_class_{c}": v for c, v in zip(classes, per_class)}
+        )
 
     def compute(self) -> float:
         per_domain = {d: _nanmean(v) for d, v in self._scores.items()}
@@ -127,4 +135,21 @@ def write_metrics_table(metrics: dict, path: str) -> str:
             value = metrics[name]
             value = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
             writer.writerow([name, f"{value:.6f}" if isinstance(value, float) else value])
+    return path
+
+
+def write_case_table(rows: Sequence[dict], path: str) -> str:
+    """Write per-volume rows (e.g. ``PerDomainMeanDice.cases``) as CSV; columns are the union of the rows' keys."""
+    import csv
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
     return path

@@ -126,9 +126,8 @@ def test_check_properties(bundle: Path, tmp_path: Path):
             assert wf.check_properties() == [], f"{bundle.name} {workflow_type}: missing properties"
         else:
             # inference needs trained weights; only check that the required IDs exist in the config
-            required = [n for n, p in wf.properties.items() if p.get("required")]
-            ids = [p.get("bundle_property_id", n) for n, p in wf.properties.items() if p.get("required")]
-            absent = [n for n, i in zip(required, ids) if i not in wf.parser]
+            required = {n: p.get("id", n) for n, p in wf.properties.items() if p.get("required")}
+            absent = [n for n, i in required.items() if i not in wf.parser]
             assert not absent, f"{bundle.name} inference config lacks {absent}"
 
 
@@ -150,7 +149,7 @@ def test_train_resume_evaluate_infer_export(bundle: Path, tmp_path: Path):
     out = _bundle_run(copy, ["train.json"], {**smoke, "max_epochs": 2}, tmp_path, "resume")
     assert "resumed from" in out and (models / "checkpoint_epoch=2.pt").exists()
     ckpt = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
-    assert ckpt["trainer"]["epoch"] == 2 and ckpt["trainer"]["iteration"] == 2 * smoke["iterations_per_epoch"]
+    assert ckpt["trainer"]["iteration"] == 2 * smoke["iterations_per_epoch"], "resumed run did not continue"
 
     _bundle_run(copy, ["train.json", "evaluate.json"], smoke, tmp_path, "evaluate")
     assert list((copy / "eval").glob("*.csv")), "evaluation wrote no metrics CSV"

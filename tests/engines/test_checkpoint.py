@@ -27,7 +27,7 @@ def _make(tmp_path, max_epochs, seed=0):
     )  # fmt: skip
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sched.step())
     ckpt = ResumableCheckpoint(
-        str(tmp_path), {"network": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}, n_saved=2
+        str(tmp_path), {"network": net, "optimizer": opt, "lr_scheduler": sched}, n_saved=2
     )
     ckpt.attach(trainer)
     return trainer, net, ckpt
