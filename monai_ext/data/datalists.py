@@ -58,7 +58,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 #: volume files (a folder is read as a DICOM series).
 VOLUME_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _LAYOUTS = ("decathlon", "nnunet", "abdomenatlas", "image_folder", "csv")
-_SYNTHETIC_HINT = "or use a synthetic stand-in: monai_ext.data.builtin.builtin_dataset_dir({!r})"
+_SYNTHETIC_HINT = "or use a built-in synthetic stand-in: `monai-ext data generate {0}` (Python: monai_ext.data.builtin.builtin_dataset_dir({0!r}))"
 _MAX_LISTED = 5
 
 

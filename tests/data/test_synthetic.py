@@ -6,9 +6,10 @@ import csv
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +23,6 @@ from monai_ext.data.datalists import decathlon_datalist
 
 N_CASES = 2
 _ORIGINAL_SPECS = dict(builtin.BUILTIN_DATASETS)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _array(path) -> np.ndarray:
@@ -459,26 +459,42 @@ def test_builtin_cache_root_from_environment(tmp_path, monkeypatch):
     assert builtin.default_cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "monai_ext", "data")
 
 
-def test_builtin_concurrent_callers_generate_once(tmp_path):
-    code = (
-        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
-        "from monai_ext.data.builtin import builtin_dataset_dir;"
-        f"print(builtin_dataset_dir('volume3d_classification', cache_dir={str(tmp_path)!r}, n_cases=4))"
-    )
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
-    paths = {o[0].strip() for o in outs}
-    assert len(paths) == 1
-    assert sum(o[1].count("generating built-in dataset") for o in outs) == 1
+@pytest.mark.skipif(sys.platform == "win32", reason="starts the two callers with fork")
+def test_builtin_concurrent_callers_generate_once(tmp_path, monkeypatch):
+    """Two processes ask for the same missing dataset at once: one generates, the other waits and reuses it."""
+    name = "volume3d_classification"
+    original = _ORIGINAL_SPECS[name]
+    record = tmp_path / "generations.txt"
+
+    def slow_generate(out_dir, n_cases, seed):
+        with open(record, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # long enough for both callers to overlap
+        original.generate(out_dir, n_cases, seed)
+
+    monkeypatch.setitem(builtin.BUILTIN_DATASETS, name, dataclasses.replace(original, generate=slow_generate))
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+
+    def caller():
+        barrier.wait()
+        try:
+            results.put(builtin.builtin_dataset_dir(name, cache_dir=str(tmp_path / "cache"), n_cases=3))
+        except Exception as e:  # reported to the parent
+            results.put(repr(e))
+
+    procs = [ctx.Process(target=caller) for _ in range(2)]
+    for p in procs:
+        p.start()
+    paths = {results.get(timeout=120) for _ in procs}
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert len(paths) == 1, paths
+    assert len(record.read_text().splitlines()) == 1, "the dataset was generated more than once"
     folder = Path(paths.pop())
-    assert len(os.listdir(folder / "images")) == 4 and (folder / builtin.STAMP_FILE).is_file()
+    assert len(os.listdir(folder / "images")) == 3 and (folder / builtin.STAMP_FILE).is_file()
+    assert not [p for p in os.listdir(tmp_path / "cache") if ".tmp-" in p]
 
 
 def test_builtin_decathlon_holds_five_valid_tasks(tmp_path):
