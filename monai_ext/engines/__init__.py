@@ -19,7 +19,25 @@ from .metrics import (
     PerDomainMeanDice,
     dice_per_class,
     write_metrics_table,
+    write_case_table,
 )
 from .schedulers import (
     LinearWarmupCosineLR,
 )
+
+__all__ = [
+    "AutocastInferer",
+    "resolve_amp_dtype",
+    "save_atomic",
+    "ResumableCheckpoint",
+    "BestModelSaver",
+    "unwrap_model",
+    "is_main_process",
+    "load_best_weights",
+    "export_best_encoder",
+    "PerDomainMeanDice",
+    "dice_per_class",
+    "write_metrics_table",
+    "write_case_table",
+    "LinearWarmupCosineLR",
+]

@@ -6,3 +6,8 @@ from .multidomain import (
 from .multilabel import (
     PresentClassDiceBCELoss,
 )
+
+__all__ = [
+    "BranchMaskedDiceCELoss",
+    "PresentClassDiceBCELoss",
+]

@@ -13,3 +13,15 @@ from .spatial import (
     SpacingFromKeyD,
     SpacingFromKeyDict,
 )
+
+__all__ = [
+    "class_order_map",
+    "remap_channels",
+    "AssembleMultiHotLabel",
+    "AssembleMultiHotLabeld",
+    "AssembleMultiHotLabelD",
+    "AssembleMultiHotLabelDict",
+    "SpacingFromKeyd",
+    "SpacingFromKeyD",
+    "SpacingFromKeyDict",
+]
