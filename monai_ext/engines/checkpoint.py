@@ -93,7 +93,8 @@ class ResumableCheckpoint:
         self.objects = dict(objects)
         self.save_every_epochs = max(int(save_every_epochs), 1)
         self.n_saved = max(int(n_saved), 1)
-        self.resume = resume
+        # the bundle CLI may hand over "false"/"true" as strings
+        self.resume = resume if isinstance(resume, bool) else str(resume).strip().lower() not in ("false", "0", "no", "off")
 
     def attach(self, engine: Engine) -> None:
         self.objects.setdefault("trainer", engine)

@@ -51,6 +51,14 @@ from .suprem_backbones import (
     SUPREM_HEAD_KEYS,
     suprem_backbone,
 )
+from .vdt import (
+    ShallowInputSafeConv3d,
+    make_stem_shallow_input_safe,
+    VDTClassifier,
+    VDTSegmenter,
+    vdt_resnet,
+    vdt_segmenter,
+)
 
 __all__ = [
     "GenesisUNet3D",
@@ -92,4 +100,10 @@ __all__ = [
     "SUPREM_BACKBONES",
     "SUPREM_HEAD_KEYS",
     "suprem_backbone",
+    "ShallowInputSafeConv3d",
+    "make_stem_shallow_input_safe",
+    "VDTClassifier",
+    "VDTSegmenter",
+    "vdt_resnet",
+    "vdt_segmenter",
 ]

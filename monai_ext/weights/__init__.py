@@ -54,6 +54,16 @@ from .suprem import (
     export_suprem_checkpoint,
     export_monai_state_dict,
 )
+from .vdt import (
+    VDT_ENCODER_PREFIX,
+    VDT_HEAD_PREFIXES,
+    read_vdt_state_dict,
+    split_vdt_encoder,
+    vdt_checkpoint_info,
+    load_vdt_checkpoint,
+    vdt_encoder_from_checkpoint,
+    export_vdt_encoder,
+)
 
 __all__ = [
     "ImageNet2DWeights",
@@ -100,4 +110,12 @@ __all__ = [
     "load_suprem_checkpoint",
     "export_suprem_checkpoint",
     "export_monai_state_dict",
+    "VDT_ENCODER_PREFIX",
+    "VDT_HEAD_PREFIXES",
+    "read_vdt_state_dict",
+    "split_vdt_encoder",
+    "vdt_checkpoint_info",
+    "load_vdt_checkpoint",
+    "vdt_encoder_from_checkpoint",
+    "export_vdt_encoder",
 ]

@@ -61,7 +61,8 @@ def test_resume_false_starts_over(tmp_path):
     trainer, _, _ = _make(tmp_path, max_epochs=1)
     trainer.run()
     trainer2, _, ckpt = _make(tmp_path, max_epochs=1)
-    ckpt.resume = False
+    ckpt.resume = ResumableCheckpoint(str(tmp_path), {}, resume="false").resume
+    assert ckpt.resume is False
     trainer2.run()
     assert trainer2.state.iteration == 5
 
