@@ -1,3 +1,4 @@
+import os
 import json
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import pytest
 
 from monai_ext.cli import main
 
-HIPPO = Path(__file__).resolve().parents[2] / "shared" / "data" / "Task04_Hippocampus"
+HIPPO = Path(os.environ.get("MONAI_EXT_SHARED_DATA", "")) / "Task04_Hippocampus"
 
 
 def test_data_list(capsys):

@@ -37,6 +37,14 @@ SMOKE = {
 }
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _ids(p: Path) -> str:
     return p.name
 
@@ -186,7 +194,7 @@ def test_multi_gpu_config_under_torchrun(bundle: Path, tmp_path: Path):
     args_file.write_text(json.dumps({"bundle_root": str(copy), **_smoke(bundle)}))
     configs = json.dumps([str(copy / "configs" / "train.json"), str(copy / "configs" / "multi_gpu_train.json")])
     out = _run(
-        ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
          "-m", "monai.bundle", "run", "--config_file", configs,
          "--meta_file", str(copy / "configs" / "metadata.json"),
          "--logging_file", str(copy / "configs" / "logging.conf"), "--args_file", str(args_file)],

@@ -1,3 +1,4 @@
+import os
 """Multi-domain datalists for Med3D co-training, on the real Hippocampus and ACDC folders and on built-in data."""
 
 import json
@@ -17,7 +18,7 @@ from monai_ext.data.multidomain import (
     volume_spacing_ras,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = Path(os.environ.get("MONAI_EXT_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 HIPPO, ACDC = SHARED / "Task04_Hippocampus", SHARED / "ACDC"
 needs_real = pytest.mark.skipif(not (HIPPO.exists() and ACDC.exists()), reason="shared real data not available")
 
