@@ -24,6 +24,10 @@ from .metrics import (
 from .schedulers import (
     LinearWarmupCosineLR,
 )
+from .tables import (
+    per_class_scores,
+    write_per_class_table,
+)
 
 __all__ = [
     "AutocastInferer",
@@ -40,4 +44,6 @@ __all__ = [
     "write_metrics_table",
     "write_case_table",
     "LinearWarmupCosineLR",
+    "per_class_scores",
+    "write_per_class_table",
 ]

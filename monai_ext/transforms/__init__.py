@@ -8,6 +8,17 @@ from .abdomenatlas import (
     AssembleMultiHotLabelD,
     AssembleMultiHotLabelDict,
 )
+from .multilabel import (
+    case_name_from_path,
+    MultiLabelToIndexMap,
+    MultiLabelToIndexMapd,
+    MultiLabelToIndexMapD,
+    MultiLabelToIndexMapDict,
+    SaveClassMasks,
+    SaveClassMasksd,
+    SaveClassMasksD,
+    SaveClassMasksDict,
+)
 from .spatial import (
     SpacingFromKeyd,
     SpacingFromKeyD,
@@ -42,6 +53,15 @@ __all__ = [
     "AssembleMultiHotLabeld",
     "AssembleMultiHotLabelD",
     "AssembleMultiHotLabelDict",
+    "case_name_from_path",
+    "MultiLabelToIndexMap",
+    "MultiLabelToIndexMapd",
+    "MultiLabelToIndexMapD",
+    "MultiLabelToIndexMapDict",
+    "SaveClassMasks",
+    "SaveClassMasksd",
+    "SaveClassMasksD",
+    "SaveClassMasksDict",
     "SpacingFromKeyd",
     "SpacingFromKeyD",
     "SpacingFromKeyDict",
