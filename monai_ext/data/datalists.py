@@ -3,8 +3,9 @@
 A datalist is what MONAI datasets take: a list of dicts with absolute paths under ``image`` and ``label`` (plus
 optional keys such as ``case``). Builders exist for the Medical Segmentation Decathlon (:func:`decathlon_datalist`),
 nnU-Net v2 raw datasets (:func:`nnunet_datalist`), AbdomenAtlas (:func:`abdomenatlas_datalist`), ImageNet-style
-image folders (:func:`image_folder_datalist`) and CSV files (:func:`csv_datalist`); :func:`build_datalist` detects the
-layout and returns the datalist with a :class:`DatalistReport` from :func:`validate_datalist`.
+image folders (:func:`image_folder_datalist`), 2D segmentation folders of images and index-map masks
+(:func:`image_mask_folder_datalist`) and CSV files (:func:`csv_datalist`); :func:`build_datalist` detects the layout
+and returns the datalist with a :class:`DatalistReport` from :func:`validate_datalist`.
 
 Volumes may be NIfTI (``.nii``, ``.nii.gz``, read with nibabel), NRRD, MetaImage (``.mha``, ``.mhd``) or a DICOM
 series (a folder of slices), read with ITK; 2D images are read with Pillow. Validation reads headers only (fast): a
@@ -46,6 +47,9 @@ __all__ = [
     "nnunet_datalist",
     "abdomenatlas_datalist",
     "image_folder_datalist",
+    "MASK_EXTENSIONS",
+    "image_mask_folder_datalist",
+    "image_mask_folder_labels",
     "csv_datalist",
     "detect_layout",
     "build_datalist",
@@ -55,9 +59,11 @@ __all__ = [
 
 #: 2D image files accepted in image folders (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+#: mask files accepted in image+mask folders: lossless formats only (JPEG compression changes label values at edges).
+MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp")
 #: volume files (a folder is read as a DICOM series).
 VOLUME_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-_LAYOUTS = ("decathlon", "nnunet", "abdomenatlas", "image_folder", "csv")
+_LAYOUTS = ("decathlon", "nnunet", "abdomenatlas", "image_folder", "image_mask_folder", "csv")
 _SYNTHETIC_HINT = "or use a built-in synthetic stand-in: `monai-ext data generate {0}` (Python: monai_ext.data.builtin.builtin_dataset_dir({0!r}))"
 _MAX_LISTED = 5
 
@@ -864,6 +870,193 @@ def image_folder_datalist(
     return items, names
 
 
+def _stems(folder: Path, extensions: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Files of ``folder`` with one of ``extensions`` grouped by case name, and the other (skipped) files."""
+    by_case: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    for name in sorted(os.listdir(folder)):
+        path = folder / name
+        if name.startswith(".") or path.is_dir():
+            continue
+        if _suffix(name) in extensions:
+            by_case.setdefault(_case_name(name), []).append(str(path))
+        else:
+            skipped.append(str(path))
+    return by_case, skipped
+
+
+def _image_mask_folder(
+    root: str | os.PathLike, image_dir: str, mask_dir: str
+) -> tuple[list[dict], list[DatalistProblem]]:
+    base = Path(root).expanduser().absolute()
+    expected = f"{image_dir}/<case>.jpg|.png and {mask_dir}/<case>.png index maps"
+    _require_folder(base, "image+mask folder", expected, "natural2d_segmentation")
+    images_dir, masks_dir = base / image_dir, base / mask_dir
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise DatalistError(
+                f"{folder} not found: an image+mask folder has {image_dir}/ and {mask_dir}/ side by side ({expected}); "
+                f"check dataset_dir (currently {base}) {_SYNTHETIC_HINT.format('natural2d_segmentation')}."
+            )
+    images, skipped_images = _stems(images_dir, IMAGE_EXTENSIONS)
+    masks, skipped_masks = _stems(masks_dir, IMAGE_EXTENSIONS)
+    if not images:
+        raise DatalistError(f"{images_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)}): add the images.")
+    if not masks:
+        raise DatalistError(
+            f"{masks_dir} holds no mask ({', '.join(MASK_EXTENSIONS)}): add one index-map PNG per image, named as "
+            "the image (images/0001.jpg -> masks/0001.png)."
+        )
+    problems: list[DatalistProblem] = []
+    for files in [f for f in images.values() if len(f) > 1] + [f for f in masks.values() if len(f) > 1]:
+        problems.append(
+            DatalistProblem(files[0], "inconsistent", f"one case name, several files ({_listing(files)}): keep one.")
+        )
+    lossy = [f[0] for f in masks.values() if _suffix(f[0]) not in MASK_EXTENSIONS]
+    for path in lossy:
+        problems.append(
+            DatalistProblem(
+                path,
+                "label_values",
+                "a mask must be lossless (PNG or BMP): JPEG compression changes label values at object edges; "
+                "export the mask as a PNG index map.",
+            )
+        )
+    unpaired = sorted(c for c in images if c not in masks)
+    for case in unpaired[:_MAX_LISTED]:
+        problems.append(
+            DatalistProblem(
+                images[case][0],
+                "no_label",
+                f"this image has no mask {masks_dir / (case + '.png')}: add the mask or remove the image.",
+            )
+        )
+    if len(unpaired) > _MAX_LISTED:
+        problems.append(
+            DatalistProblem(
+                str(images_dir),
+                "no_label",
+                f"{len(unpaired) - _MAX_LISTED} more image(s) have no mask of the same name in {masks_dir}: "
+                f"{_listing([images[c][0] for c in unpaired[_MAX_LISTED:]])}.",
+            )
+        )
+    orphans = sorted(masks[c][0] for c in masks if c not in images)
+    if orphans:
+        problems.append(
+            DatalistProblem(
+                str(masks_dir),
+                "unlisted",
+                f"{len(orphans)} mask(s) have no image of the same name and will not be used: {_listing(orphans)}.",
+                "warning",
+            )
+        )
+    skipped = skipped_images + skipped_masks
+    if skipped:
+        problems.append(
+            DatalistProblem(
+                str(base),
+                "skipped",
+                f"{len(skipped)} file(s) are not images and were left out: {_listing(skipped)}.",
+                "warning",
+            )
+        )
+    items = [
+        {"image": images[case][0], "label": masks[case][0], "case": case} for case in sorted(images) if case in masks
+    ]
+    return items, problems
+
+
+def image_mask_folder_datalist(
+    root: str | os.PathLike,
+    image_dir: str = "images",
+    mask_dir: str = "masks",
+    labels: Mapping[int, str] | Iterable[int] | None = None,
+    check: bool = True,
+) -> list[dict]:
+    """Datalist of a 2D segmentation folder: ``<root>/images/<case>.<ext>`` with ``<root>/masks/<case>.png``.
+
+    The layout of COCO-style semantic segmentation exports (and of the built-in ``natural2d_segmentation``): one
+    image (JPEG, PNG or BMP) and one mask of the same name per case, the mask an index map (one integer class per
+    pixel: grey ``L``, palette ``P`` whose indices are the classes, or 16-bit grey). Images and masks are paired by
+    file name without extension.
+
+    Args:
+        root: the dataset folder.
+        image_dir: sub-folder of the images, relative to ``root`` (e.g. ``"images/train2017"``).
+        mask_dir: sub-folder of the masks, relative to ``root``.
+        labels: the declared label values (a mapping value -> name, or the values). When given, every mask is read and
+            its values must be among them: e.g. COCO's and VOC's 255 "unlabelled" pixels must be mapped to a class
+            first. None skips this (slow on large sets) check.
+        check: read every image and mask header: the files must be readable images, each mask one channel (not a
+            colour-coded RGB mask) of its image's size.
+
+    Returns:
+        ``[{"image": path, "label": mask path, "case": name}, ...]`` sorted by case name. Masks without an image and
+        non-image files are left out with a :class:`DatalistWarning`.
+
+    Raises:
+        DatalistError: a missing or empty folder; an image without mask, a JPEG mask, two files of one case name,
+            an unreadable file, a colour-coded mask, a mask of another size than its image, or (with ``labels``) mask
+            values that are not declared. Every problem names its file.
+    """
+    items, problems = _image_mask_folder(root, image_dir, mask_dir)
+    if check or labels is not None:
+        declared = None
+        if labels is not None:
+            declared = {int(v) for v in (labels.keys() if isinstance(labels, Mapping) else labels)}
+        bad = {p.path for p in problems if p.severity == "error"}
+        usable = [it for it in items if it["image"] not in bad and it["label"] not in bad]
+        report = validate_datalist(usable, read_headers=True)  # readable files, mask size = image size
+        problems += report.problems
+        bad = {p.path for p in report.errors}
+        for item in usable:
+            if item["label"] in bad or item["image"] in bad:
+                continue
+            mask = read_volume_header(item["label"])
+            if mask.n_channels > 1:
+                problems.append(
+                    DatalistProblem(
+                        mask.path,
+                        "label_values",
+                        f"the mask has {mask.n_channels} channels (mode {mask.dtype}), not one index map: convert "
+                        "a colour-coded mask to one integer class per pixel (a grey or palette PNG).",
+                    )
+                )
+            elif declared is not None:
+                _deep_label_ok(mask, declared, problems)
+    _raise_or_warn(problems)
+    return items
+
+
+def image_mask_folder_labels(root: str | os.PathLike) -> list[str]:
+    """The class names of an image+mask folder in index order, from the ``labels`` of ``<root>/dataset.json``.
+
+    ``labels`` is ``{"0": "background", "1": "disc", ...}`` (Decathlon style, as the built-in
+    ``natural2d_segmentation`` writes it) or ``{"background": 0, ...}`` (nnU-Net style).
+
+    Raises:
+        DatalistError: no ``dataset.json`` or no ``labels`` in it (the message says what to write), or label values
+            that are not ``0 .. n-1``.
+    """
+    path = Path(root).expanduser().absolute() / "dataset.json"
+    example = '{"labels": {"0": "background", "1": "person", ...}}'
+    if not path.is_file():
+        raise DatalistError(
+            f"{path} not found: the class names of an image+mask folder come from its dataset.json; write one "
+            f"({example}) or give the names in index order (bundle: --class_names \"['background', 'person']\")."
+        )
+    meta = _read_json(path, "image+mask folder", "natural2d_segmentation")
+    names = _int_keyed(meta.get("labels", {}))
+    if not names:
+        raise DatalistError(f"{path} has no 'labels' ({example}): add them or give the class names in index order.")
+    if sorted(names) != list(range(len(names))):
+        raise DatalistError(
+            f"{path}: label values {sorted(names)} are not 0..{len(names) - 1}: a mask must hold the class index; "
+            "renumber the labels (and the masks)."
+        )
+    return [names[i] for i in range(len(names))]
+
+
 def _parse_cell(value: str, folder: Path) -> Any:
     text = value.strip()
     if re.fullmatch(r"[-+]?\d+", text):
@@ -924,7 +1117,8 @@ def csv_datalist(csv_path: str | os.PathLike, image_col: str = "image", label_co
 # Layout detection and validation
 # ----------------------------------------------------------------------------------------------------------------------
 def detect_layout(path: str | os.PathLike) -> str:
-    """The layout of a dataset folder or file: ``decathlon``, ``nnunet``, ``abdomenatlas``, ``image_folder``, ``csv``.
+    """The layout of a dataset folder or file: ``decathlon``, ``nnunet``, ``abdomenatlas``, ``image_folder``,
+    ``image_mask_folder`` (``images/`` + ``masks/``), ``csv``.
 
     Raises:
         DatalistError: the path does not exist, is empty, or matches no known layout.
@@ -953,13 +1147,16 @@ def detect_layout(path: str | os.PathLike) -> str:
             return "decathlon"
     if any(e.is_dir() and e.name.startswith("BDMAP_") for e in entries):
         return "abdomenatlas"
+    if (p / "images").is_dir() and (p / "masks").is_dir():
+        return "image_mask_folder"
     if _looks_like_image_folder(p / "train") or _looks_like_image_folder(p):
         return "image_folder"
     if [e for e in entries if e.suffix.lower() == ".csv"]:
         return "csv"
     raise DatalistError(
         f"no known dataset layout in {p}: expected one of {', '.join(_LAYOUTS)} (a dataset.json with "
-        "'training' or 'channel_names', BDMAP_* folders, <split>/<class>/<image> folders, or a CSV)."
+        "'training' or 'channel_names', BDMAP_* folders, <split>/<class>/<image> folders, images/ + masks/ folders, "
+        "or a CSV)."
     )
 
 
@@ -995,7 +1192,7 @@ def build_datalist(
     Args:
         path: a Decathlon task folder, nnU-Net v2 dataset folder, AbdomenAtlas folder, ImageNet-style folder or CSV.
         layout: ``"auto"`` (see :func:`detect_layout`) or one of ``decathlon``, ``nnunet``, ``abdomenatlas``,
-            ``image_folder``, ``csv``.
+            ``image_folder``, ``image_mask_folder``, ``csv``.
         split: Decathlon section (default ``"training"``) or image-folder split (default ``"train"``).
         read_headers: read image headers to check shapes, affines and integrity (see :func:`validate_datalist`).
         deep: also load every array (finite values, label values against the declared labels).
@@ -1024,6 +1221,11 @@ def build_datalist(
         split = split if split is not None else ("train" if (p / "train").is_dir() else None)
         items, names, problems = _image_folder(p, split, None)
         labels = dict(enumerate(names))
+    elif kind == "image_mask_folder":
+        items, problems = _image_mask_folder(p, "images", "masks")
+        _raise_or_warn([q for q in problems if q.severity == "error"])
+        if (p / "dataset.json").is_file():
+            labels = dict(enumerate(image_mask_folder_labels(p)))
     elif kind == "csv":
         items, problems = csv_datalist(_csv_in(p)), []
     else:

@@ -533,3 +533,126 @@ def test_report_summary_and_raise(tmp_path):
     assert "shape: min (8, 8, 4)" in text and "shape_mismatch" in text
     with pytest.raises(DatalistError, match="1 problem"):
         report.raise_if_errors()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 2D segmentation: images/ + masks/ folders (COCO-style index-map PNGs)
+# ----------------------------------------------------------------------------------------------------------------------
+def _make_image_mask(root: Path, n: int = 3, with_json: bool = True) -> Path:
+    """A tiny valid images/ + masks/ folder: JPEG and PNG images, grey and palette masks with values 0-2."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        rgb = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(root / "images" / (f"img_{i}.jpg" if i % 2 else f"img_{i}.png"))
+        mask = Image.fromarray((rng.uniform(size=(10, 12)) * 3).astype(np.uint8), mode="L")
+        if i == 1:  # a palette PNG (VOC style): the indices are the classes
+            mask = mask.convert("P")
+        mask.save(root / "masks" / f"img_{i}.png")
+    if with_json:
+        labels = {"0": "background", "1": "cat", "2": "dog"}
+        (root / "dataset.json").write_text(json.dumps({"name": "tiny2d", "labels": labels}))
+    return root
+
+
+def test_image_mask_folder_valid(tmp_path):
+    root = _make_image_mask(tmp_path / "seg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a valid folder raises no warning
+        items = dl.image_mask_folder_datalist(root, labels=range(3))
+    assert [it["case"] for it in items] == ["img_0", "img_1", "img_2"]
+    assert items[1] == {
+        "image": str(root / "images" / "img_1.jpg"),
+        "label": str(root / "masks" / "img_1.png"),
+        "case": "img_1",
+    }
+    assert dl.image_mask_folder_labels(root) == ["background", "cat", "dog"]
+    assert dl.detect_layout(root) == "image_mask_folder"  # a dataset.json without a 'training' list
+    _, report = dl.build_datalist(root)
+    assert report.labels == {0: "background", 1: "cat", 2: "dog"} and report.ok
+    os.remove(root / "dataset.json")
+    assert dl.detect_layout(root) == "image_mask_folder", "images/ + masks/ is not an ImageNet folder of 2 classes"
+    datalist, report = dl.build_datalist(root)
+    assert report.layout == "image_mask_folder" and report.n_pairs == 3 and report.ok and len(datalist) == 3
+    assert report.shape_summary()["median"] == (12, 10)
+    with pytest.raises(DatalistError, match=r"dataset\.json not found.*--class_names"):
+        dl.image_mask_folder_labels(root)
+    # sub-folders per split (COCO: images/train2017, masks/train2017)
+    split = _make_image_mask(tmp_path / "coco", n=2, with_json=False)
+    (split / "images" / "train2017").mkdir()
+    (split / "masks" / "train2017").mkdir()
+    for name in ("img_0.png", "img_1.jpg"):
+        shutil.move(split / "images" / name, split / "images" / "train2017" / name)
+    for name in ("img_0.png", "img_1.png"):
+        shutil.move(split / "masks" / name, split / "masks" / "train2017" / name)
+    items = dl.image_mask_folder_datalist(split, "images/train2017", "masks/train2017")
+    assert [it["case"] for it in items] == ["img_0", "img_1"]
+
+
+def test_image_mask_folder_missing_and_empty(tmp_path):
+    with pytest.raises(DatalistError, match=r"nowhere not found.*image\+mask.*natural2d_segmentation"):
+        dl.image_mask_folder_datalist(tmp_path / "nowhere")
+    (tmp_path / "seg" / "images").mkdir(parents=True)
+    with pytest.raises(DatalistError, match=r"seg/masks not found: an image\+mask folder has images/ and masks/"):
+        dl.image_mask_folder_datalist(tmp_path / "seg")
+    (tmp_path / "seg" / "masks").mkdir()
+    with pytest.raises(DatalistError, match=r"seg/images holds no image"):
+        dl.image_mask_folder_datalist(tmp_path / "seg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "seg" / "images" / "a.png")
+    with pytest.raises(DatalistError, match=r"seg/masks holds no mask.*masks/0001\.png"):
+        dl.image_mask_folder_datalist(tmp_path / "seg")
+
+
+def test_image_mask_folder_unpaired_and_skipped_files_are_named(tmp_path):
+    root = _make_image_mask(tmp_path / "seg", n=4)
+    os.remove(root / "masks" / "img_2.png")
+    with pytest.raises(DatalistError, match=r"images/img_2\.png: this image has no mask .*masks/img_2\.png"):
+        dl.image_mask_folder_datalist(root)
+    os.remove(root / "images" / "img_2.png")
+    os.remove(root / "images" / "img_3.jpg")
+    (root / "images" / "notes.txt").write_text("not an image")
+    with pytest.warns(DatalistWarning) as record:
+        items = dl.image_mask_folder_datalist(root)
+    messages = " ".join(str(w.message) for w in record)
+    assert "img_3.png" in messages and "no image of the same name" in messages and "notes.txt" in messages
+    assert [it["case"] for it in items] == ["img_0", "img_1"]
+    # many unpaired images: the first ones are named, the rest counted
+    for i in range(10, 20):
+        Image.new("RGB", (12, 10)).save(root / "images" / f"extra_{i}.png")
+    with pytest.raises(DatalistError, match=r"extra_10\.png: this image has no mask(.|\n)*5 more image\(s\)"):
+        dl.image_mask_folder_datalist(root)
+
+
+def test_image_mask_folder_broken_files(tmp_path):
+    root = _make_image_mask(tmp_path / "seg", n=3)
+    (root / "masks" / "img_0.png").write_bytes(b"not a png at all")
+    with pytest.raises(DatalistError, match=r"masks/img_0\.png: unreadable image"):
+        dl.image_mask_folder_datalist(root)
+    Image.new("RGB", (12, 10), (255, 0, 0)).save(root / "masks" / "img_0.png")  # a colour-coded mask
+    with pytest.raises(DatalistError, match=r"masks/img_0\.png: the mask has 3 channels .*not one index map"):
+        dl.image_mask_folder_datalist(root)
+    Image.new("L", (8, 8)).save(root / "masks" / "img_0.png")  # another size than its image
+    with pytest.raises(DatalistError, match=r"masks/img_0\.png: label shape \(8, 8\) differs from image shape"):
+        dl.image_mask_folder_datalist(root)
+    assert len(dl.image_mask_folder_datalist(root, check=False)) == 3, "check=False only pairs the files"
+    Image.new("L", (12, 10), 255).save(root / "masks" / "img_0.png")  # COCO/VOC "unlabelled" value
+    assert len(dl.image_mask_folder_datalist(root)) == 3, "values are only checked against declared labels"
+    with pytest.raises(DatalistError, match=r"masks/img_0\.png: label values \[255\] are not declared"):
+        dl.image_mask_folder_datalist(root, labels={0: "background", 1: "cat", 2: "dog"})
+    Image.new("L", (12, 10)).save(root / "masks" / "img_0.png")
+    Image.new("L", (12, 10)).save(root / "masks" / "img_1.jpg")  # lossy mask, and two files of one case
+    with pytest.raises(DatalistError, match=r"one case name, several files(.|\n)*lossless"):
+        dl.image_mask_folder_datalist(root)
+
+
+def test_image_mask_folder_labels_must_be_indices(tmp_path):
+    root = _make_image_mask(tmp_path / "seg", n=1)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "2": "dog"}}))
+    with pytest.raises(DatalistError, match=r"label values \[0, 2\] are not 0\.\.1"):
+        dl.image_mask_folder_labels(root)
+    (root / "dataset.json").write_text(json.dumps({"name": "no labels"}))
+    with pytest.raises(DatalistError, match="has no 'labels'"):
+        dl.image_mask_folder_labels(root)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "cat": 1}}))  # nnU-Net style
+    assert dl.image_mask_folder_labels(root) == ["background", "cat"]
