@@ -1,4 +1,4 @@
-"""Helpers shared by the bundles of this project: locating a bundle, verifying its metadata offline."""
+"""Helpers shared by the bundles of this project: locating a bundle, verifying its metadata offline, releasing it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import json
 import os
 import sys
 
-__all__ = ["SCHEMA_PATH", "REQUIRED_FILES", "HARNESS_SETTINGS", "locate_bundle_root", "verify_bundle_metadata"]
+from . import release
+from .release import BundleRelease, BundleReleaseError, push_release_to_hf_hub, release_bundle
+
+__all__ = [
+    "SCHEMA_PATH", "REQUIRED_FILES", "HARNESS_SETTINGS", "locate_bundle_root", "verify_bundle_metadata",
+    "release", "BundleRelease", "BundleReleaseError", "release_bundle", "push_release_to_hf_hub",
+]  # fmt: skip
 
 #: A copy of MONAI's bundle metadata schema, so that verification works offline.
 SCHEMA_PATH = os.path.join(os.path.dirname(__file__), "schema", "meta_schema_20240725.json")
