@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 # subpackages are imported eagerly (as MONAI does) so that bundle configs can write ``$import monai_ext`` and then
 # use fully dotted names such as ``monai_ext.data.builtin.builtin_dataset_dir``.
 from . import bundle, data, engines, losses, networks, transforms, weights  # noqa: E402
+from . import benchmark  # noqa: E402  (after the others: it uses engines and weights)
 
-__all__ = ["bundle", "data", "engines", "losses", "networks", "transforms", "weights", "__version__"]
+__all__ = ["benchmark", "bundle", "data", "engines", "losses", "networks", "transforms", "weights", "__version__"]

@@ -54,6 +54,77 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from monai_ext.bundle.release import push_release_to_hf_hub, release_bundle
+
+    release = release_bundle(
+        args.bundle,
+        args.output,
+        version=args.version,
+        notes=args.notes,
+        eval_metrics=args.eval_metrics,
+        torchscript=not args.no_torchscript,
+        key_in_ckpt=args.key_in_ckpt,
+        include=args.include,
+        url_base=args.url_base,
+        overwrite=args.overwrite,
+    )
+    print(release.summary())
+    if args.push_to_hf_hub:
+        result = push_release_to_hf_hub(release.bundle_dir, args.push_to_hf_hub, dry_run=args.dry_run)
+        if args.dry_run:
+            print(f"dry run: would upload {len(result)} files to {args.push_to_hf_hub}:")
+            print("\n".join(f"  {f}" for f in result))
+        else:
+            print(f"pushed to {args.push_to_hf_hub}: {result}")
+    return 0
+
+
+def _onboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from monai_ext.data.onboarding import onboard_dataset
+
+    onboarding = onboard_dataset(args.path, layout=args.layout, max_cases=args.max_cases)
+    report = args.report or str(Path(args.output).with_name(Path(args.output).stem + "_report.md"))
+    onboarding.write_datalist(args.output)
+    onboarding.write_report(report, datalist_path=args.output)
+    print(onboarding.summary())
+    print(f"wrote {len(onboarding.datalist)} entries to {args.output} and the report to {report}")
+    return 0
+
+
+def _sources(args: argparse.Namespace) -> int:
+    from monai_ext.weights.sources import list_sources
+
+    for src in list_sources(args.family):
+        where = src.url or (src.default_path or "a path you give (pretrained_path)")
+        print(f"{src.name:34s} {str(src.architecture or 'from the file'):28s} {src.licence}")
+        if args.verbose:
+            print(f"    {src.description}\n    file: {src.filename}  from: {where}\n    format: {src.key_format}\n"
+                  f"    first conv: {src.first_conv or '-'}  dropped heads: {', '.join(src.head_keys) or '-'}"
+                  f"  sha256: {src.sha256 or 'not published'}\n    {src.citation}")  # fmt: skip
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from monai_ext.benchmark.transfer import parse_arm, parse_setting, run_transfer_benchmark
+
+    run_transfer_benchmark(
+        args.bundle,
+        [parse_arm(a) for a in args.arm],
+        args.output,
+        fractions=args.fractions,
+        seeds=args.seeds,
+        iterations=args.iterations,
+        val_every=args.val_every,
+        iterations_per_epoch=args.iterations_per_epoch,
+        settings=dict(parse_setting(s) for s in args.set),
+        metric=args.metric,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monai-ext", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +148,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-bundle", help="validate a bundle's metadata.json offline")
     p.add_argument("bundle")
     p.set_defaults(func=_verify)
+
+    p = sub.add_parser("release", help="package a trained bundle: checked weights, TorchScript, checksums, zip")
+    p.add_argument("bundle", help="bundle folder with models/model.pt")
+    p.add_argument("--output", "-o", required=True, help="folder that receives <name>/ and <name>_v<version>.zip")
+    p.add_argument("--version", default=None, help="new version (default: patch bump of the metadata's version)")
+    p.add_argument("--notes", default=None, help="changelog text (the evaluation figures are appended)")
+    p.add_argument("--eval-metrics", default=None, help="figures of these weights (default: models/model_metrics.json)")
+    p.add_argument("--no-torchscript", action="store_true", help="release without models/model.ts")
+    p.add_argument("--key-in-ckpt", default=None, help="entry of a nested model.pt holding the state dict")
+    p.add_argument("--include", action="append", default=[], help="another bundle file to release (repeatable)")
+    p.add_argument("--url-base", default=None, help="where the weights will be hosted (url entries of large_files.yml)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing release in the output folder")
+    p.add_argument("--push-to-hf-hub", default=None, metavar="REPO_ID", help="then upload to this Hugging Face repo")
+    p.add_argument("--dry-run", action="store_true", help="with --push-to-hf-hub: list the files, upload nothing")
+    p.set_defaults(func=_release)
+
+    p = sub.add_parser("onboard", help="check a dataset folder: datalist JSON, Markdown report, bundle settings")
+    p.add_argument("path", help="dataset folder (Decathlon, nnU-Net raw, AbdomenAtlas, image folders) or CSV")
+    p.add_argument("--output", "-o", required=True, help="datalist JSON to write (usable entries only)")
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--report", default=None, help="Markdown report to write (default: <output stem>_report.md)")
+    p.add_argument("--max-cases", type=int, default=None, help="read the voxels of at most this many cases")
+    p.set_defaults(func=_onboard)
+    p = sub.add_parser("sources", help="list the pre-trained starts the fine-tuning bundles can load")
+    p.add_argument("--family", default=None, choices=["medicalnet", "suprem", "imagenet2d", "vdt", "bundle"])
+    p.add_argument("--verbose", "-v", action="store_true", help="file, download location, format, heads, citation")
+    p.set_defaults(func=_sources)
+
+    p = sub.add_parser("benchmark", help="measure what pre-training buys: scratch against each pre-trained start")
+    p.add_argument("kind", choices=["transfer"])
+    p.add_argument("--bundle", default="bundles/transfer_segmentation", help="a fine-tuning bundle folder")
+    p.add_argument("--arm", action="append", required=True,
+                   help="[label=]source[:path][@architecture], e.g. scratch, med3d=medicalnet-resnet10:resnet_10.pth")
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="label fractions, e.g. 0.1 0.25 0.5 1")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--iterations", type=int, default=100, help="training iterations of every run")
+    p.add_argument("--val-every", type=int, default=20, help="iterations between validations")
+    p.add_argument("--iterations-per-epoch", type=int, default=None)
+    p.add_argument("--metric", default=None, help="validation metric (default: the bundle's first eval_metrics)")
+    p.add_argument("--set", action="append", default=[], help="bundle setting key=value (JSON value), repeatable")
+    p.add_argument("--output", "-o", default="transfer_benchmark", help="output folder (resumable)")
+    p.set_defaults(func=_benchmark)
     return parser
 
 

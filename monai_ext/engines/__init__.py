@@ -29,6 +29,18 @@ from .tables import (
     write_per_class_table,
 )
 
+from .finetune import (
+    freeze_except,
+    trainable_parameter_groups,
+    report_record,
+    LoadPretrainedWeights,
+    ValidationHistoryWriter,
+    read_validation_history,
+    save_network_spec,
+    load_network_spec,
+    ClassProbabilityWriter,
+)
+
 __all__ = [
     "AutocastInferer",
     "resolve_amp_dtype",
@@ -46,4 +58,13 @@ __all__ = [
     "LinearWarmupCosineLR",
     "per_class_scores",
     "write_per_class_table",
+    "freeze_except",
+    "trainable_parameter_groups",
+    "report_record",
+    "LoadPretrainedWeights",
+    "ValidationHistoryWriter",
+    "read_validation_history",
+    "save_network_spec",
+    "load_network_spec",
+    "ClassProbabilityWriter",
 ]

@@ -60,6 +60,18 @@ from .vdt import (
     vdt_segmenter,
 )
 
+from .transfer import (
+    TRANSFER_TASKS,
+    TRANSFER_ARCHITECTURES,
+    EncoderClassifier,
+    SegResNetEncoder,
+    SwinUNETREncoder,
+    GenesisEncoder,
+    build_transfer_network,
+    build_network_from_spec,
+    new_layer_prefixes,
+)
+
 __all__ = [
     "GenesisUNet3D",
     "GenesisConvBlock",
@@ -106,4 +118,13 @@ __all__ = [
     "VDTSegmenter",
     "vdt_resnet",
     "vdt_segmenter",
+    "TRANSFER_TASKS",
+    "TRANSFER_ARCHITECTURES",
+    "EncoderClassifier",
+    "SegResNetEncoder",
+    "SwinUNETREncoder",
+    "GenesisEncoder",
+    "build_transfer_network",
+    "build_network_from_spec",
+    "new_layer_prefixes",
 ]

@@ -65,6 +65,19 @@ from .vdt import (
     export_vdt_encoder,
 )
 
+from .sources import (
+    PretrainedSource,
+    PRETRAINED_SOURCES,
+    NO_SOURCE,
+    get_source,
+    list_sources,
+    project_bundle_dir,
+    find_source_file,
+    source_architecture,
+    read_bundle_state_dict,
+    load_pretrained,
+)
+
 __all__ = [
     "ImageNet2DWeights",
     "IMAGENET_2D_WEIGHTS",
@@ -118,4 +131,14 @@ __all__ = [
     "load_vdt_checkpoint",
     "vdt_encoder_from_checkpoint",
     "export_vdt_encoder",
+    "PretrainedSource",
+    "PRETRAINED_SOURCES",
+    "NO_SOURCE",
+    "get_source",
+    "list_sources",
+    "project_bundle_dir",
+    "find_source_file",
+    "source_architecture",
+    "read_bundle_state_dict",
+    "load_pretrained",
 ]
