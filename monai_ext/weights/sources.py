@@ -30,6 +30,7 @@ the folder named by ``$MONAI_EXT_WEIGHTS``, then in torch hub's checkpoint folde
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -409,6 +410,20 @@ def _bundle_architecture(state: Mapping[str, torch.Tensor], path: str) -> tuple[
     return f"med3d-resnet{info['depth']}", {"shortcut_type": info["shortcut"]}
 
 
+def _bundle_network_kwargs(spec_file: Path, architecture: str) -> dict:
+    """Constructor arguments a bundle recorded next to its weights (``models/network.json``), if any: the
+    fine-tuning bundles' ``{"architecture", "kwargs"}`` or the AbdomenAtlas bundle's ``{"backbone",
+    "backbone_kwargs"}``."""
+    if not spec_file.is_file():
+        return {}
+    spec = json.loads(spec_file.read_text())
+    if spec.get("architecture") == architecture:
+        return dict(spec.get("kwargs") or {})
+    if f"suprem-{spec.get('backbone')}" == architecture:
+        return dict(spec.get("backbone_kwargs") or {})
+    return {}
+
+
 def source_architecture(
     source: str, pretrained_path: str | PathLike | None = None, architecture: str | None = None
 ) -> tuple[str, dict]:
@@ -433,6 +448,7 @@ def source_architecture(
     if src.family == "bundle":
         path = find_source_file(src, pretrained_path)
         found, kwargs = _bundle_architecture(read_bundle_state_dict(path), str(path))
+        kwargs.update(_bundle_network_kwargs(path.parent / "network.json", found))
     else:
         found, kwargs = str(src.architecture), dict(src.architecture_kwargs)
     if architecture and architecture != found:

@@ -286,3 +286,24 @@ def test_read_eval_metrics_formats(tmp_path):
     empty.write_text(json.dumps({"note": "x"}))
     with pytest.raises(BundleReleaseError, match="no numeric figure"):
         read_eval_metrics(empty)
+
+
+def test_a_fine_tuning_starts_from_the_unpacked_release_by_path(released, tmp_path):
+    """The `bundle` source of the fine-tuning bundles reads an unpacked release: architecture and constructor
+    arguments from its models/model.pt and models/network.json, every backbone weight loaded."""
+    from monai.apps.utils import extractall
+
+    from monai_ext.networks.transfer import build_transfer_network
+    from monai_ext.weights.sources import load_pretrained, source_architecture
+
+    extractall(released["release"].zip_path, str(tmp_path), has_base=True)
+    unpacked = tmp_path / "tiny_atlas"
+    architecture, kwargs = source_architecture("bundle", unpacked)
+    assert architecture == "suprem-segresnet" and kwargs["init_filters"] == 8
+    for task in ("segmentation", "classification"):
+        network = build_transfer_network(architecture, task, out_channels=3, **kwargs)
+        report = load_pretrained(network, "bundle", unpacked)
+        assert not report.missing and report.n_transferred > 20
+        prefix = "encoder." if task == "classification" else ""
+        key = "convInit.conv.weight"
+        assert torch.equal(network.state_dict()[prefix + key], released["state"][key])
