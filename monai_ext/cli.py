@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 
 __all__ = ["main"]
@@ -121,6 +122,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         iterations_per_epoch=args.iterations_per_epoch,
         settings=dict(parse_setting(s) for s in args.set),
         metric=args.metric,
+        command="monai-ext " + shlex.join(sys.argv[1:]),
     )
     return 0
 

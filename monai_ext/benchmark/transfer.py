@@ -174,6 +174,7 @@ def run_transfer_benchmark(
     settings: Mapping[str, Any] | None = None,
     metric: str | None = None,
     log=print,
+    command: str | None = None,
 ) -> dict:
     """Run every arm at every label fraction and seed with the same budget, then summarise and write the outputs.
 
@@ -189,6 +190,7 @@ def run_transfer_benchmark(
         settings: other bundle settings for every run (``dataset_dir``, ``patch_size``, ``batch_size``, ...).
         metric: the validation metric (default: the first of the bundle's ``eval_metrics``).
         log: progress printer.
+        command: the command line to record in the summary (default: this process's arguments).
 
     Returns:
         The summary (see :func:`summarise`), also written to ``output_dir``.
@@ -236,7 +238,7 @@ def run_transfer_benchmark(
             f"(best {np.nanmax(scores):.4f}){eta}")  # fmt: skip
     summary = summarise(histories, arms, metric, iterations)
     summary["minutes"] = (time.time() - started) / 60
-    summary["command"] = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else ""
+    summary["command"] = command or shlex.join(sys.argv)
     summary["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     summary["bundle"] = str(bundle_dir)
     summary["settings"] = dict(settings or {})
