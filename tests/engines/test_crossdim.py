@@ -28,10 +28,11 @@ from monai_ext.engines.crossdim import (
 from monai_ext.networks.inflated import InflatedFlexUNet, InflatedResNetEncoder
 from monai_ext.transforms.slices import volume_to_slices
 from monai_ext.weights.report import WeightTransferError
+from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "crossdim_2d_to_3d_segmentation"
-HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
+HIPPOCAMPUS = SHARED_DATA / "Task04_Hippocampus"  # found by tests/conftest.py (MONAI_EXT_SHARED_DATA)
 SMALL_DECODER = (32, 16, 16, 8, 8)
 
 
