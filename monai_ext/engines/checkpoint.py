@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -52,6 +53,38 @@ def save_atomic(obj: Any, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+#: attributes of learning-rate schedulers that hold the schedule's length (MONAI's WarmupCosineSchedule, this
+#: package's LinearWarmupCosineLR, torch's CosineAnnealingLR / LinearLR / PolynomialLR / OneCycleLR)
+_SCHEDULE_LENGTH_KEYS = ("t_total", "warmup_steps", "max_steps", "T_max", "total_iters", "total_steps")
+
+
+def _schedule_lengths(obj: Any) -> dict[str, Any]:
+    """The schedule-length attributes of a learning-rate scheduler (empty for anything else)."""
+    if not isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
+        return {}
+    return {k: getattr(obj, k) for k in _SCHEDULE_LENGTH_KEYS if hasattr(obj, k)}
+
+
+def _restore_schedule_lengths(name: str, scheduler: Any, configured: dict[str, Any]) -> None:
+    """Put the configured schedule lengths back on a restored scheduler and set the optimiser's current rates from
+    the closed form at the restored step (LambdaLR-style schedulers; others continue from the saved rates)."""
+    saved = _schedule_lengths(scheduler)
+    for key, value in configured.items():
+        setattr(scheduler, key, value)
+    changes = ", ".join(f"{k} {saved[k]} -> {v}" for k, v in configured.items() if saved[k] != v)
+    closed_form = getattr(scheduler, "_get_closed_form_lr", None)
+    if closed_form is None and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        closed_form = scheduler.get_lr  # base_lr * lambda(last_epoch)
+    if closed_form is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rates = list(closed_form())
+        for group, lr in zip(scheduler.optimizer.param_groups, rates):
+            group["lr"] = lr
+        scheduler._last_lr = rates
+    logger.info(f"{name}: schedule extended as configured now ({changes}); resuming at step {scheduler.last_epoch}")
 
 
 def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,7 +157,11 @@ class ResumableCheckpoint:
                 raise RuntimeError(f"checkpoint {path} has no '{name}' entry (has {sorted(checkpoint)}).")
             to_load[name] = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
         max_epochs = engine.state.max_epochs
+        lengths = {name: _schedule_lengths(obj) for name, obj in to_load.items()}
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        for name, configured in lengths.items():  # a longer run keeps its configured schedule, not the saved one
+            if configured != _schedule_lengths(to_load[name]):
+                _restore_schedule_lengths(name, to_load[name], configured)
         if max_epochs is not None:
             engine.state.max_epochs = max(max_epochs, engine.state.epoch)
         logger.info(f"resumed from {path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")

@@ -108,3 +108,38 @@ def test_best_model_saver_keeps_best_across_restarts(tmp_path):
     assert record["metrics"]["dice"] == pytest.approx(0.7)
     again = BestModelSaver(net, str(tmp_path / "model.pt"), "dice")  # a resumed run knows the best so far
     assert again.best == pytest.approx(0.7)
+
+
+def test_resume_with_more_epochs_keeps_the_configured_schedule_length(tmp_path):
+    """Extending a run (larger max_epochs) must stretch the cosine schedule, not continue the saved one at lr 0."""
+    from ignite.engine import Engine
+    from monai.optimizers import WarmupCosineSchedule
+
+    def schedule(total: int):
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+        return optimizer, WarmupCosineSchedule(optimizer, warmup_steps=1, t_total=total)
+
+    def run(epochs: int) -> list[float]:
+        optimizer, scheduler = schedule(epochs * 5)
+        lrs = []
+
+        def step(engine, batch):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+
+        engine = Engine(step)
+        objects = {"optimizer": optimizer, "lr_scheduler": scheduler}
+        ResumableCheckpoint(str(tmp_path), objects).attach(engine)
+        engine.run(range(5), max_epochs=epochs)
+        return lrs
+
+    assert len(run(2)) == 10
+    resumed = run(4)  # resumes at epoch 2 and runs epochs 3-4 on the 20-step schedule configured now
+    optimizer, fresh = schedule(20)
+    expected = []
+    for _ in range(20):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        fresh.step()
+    assert resumed == pytest.approx(expected[10:]) and min(resumed[:5]) > 0.1
