@@ -41,6 +41,14 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.I
           nn.LayerNorm)  # fmt: skip
 
 
+def _write_json_atomic(obj, path: str | PathLike) -> None:
+    """Write JSON to a temporary file and rename it, so a reader never sees half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(f"{path}.tmp", path)
+
+
 def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
@@ -181,12 +189,7 @@ class LoadPretrainedWeights:
             )
             engine.logger.info(self.report.summary())
         if self.record_path and is_main_process():
-            record = report_record(self.report, self.source)
-            os.makedirs(os.path.dirname(os.path.abspath(self.record_path)), exist_ok=True)
-            tmp = f"{self.record_path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=2)
-            os.replace(tmp, self.record_path)
+            _write_json_atomic(report_record(self.report, self.source), self.record_path)
 
 
 
@@ -247,11 +250,7 @@ def save_network_spec(spec: dict, ckpt_dir: str | PathLike) -> dict:
         ``spec``.
     """
     if is_main_process():
-        os.makedirs(ckpt_dir, exist_ok=True)
-        path = os.path.join(ckpt_dir, NETWORK_SPEC_FILE)
-        with open(f"{path}.tmp", "w") as f:
-            json.dump(spec, f, indent=2, default=str)
-        os.replace(f"{path}.tmp", path)
+        _write_json_atomic(spec, os.path.join(ckpt_dir, NETWORK_SPEC_FILE))
     return spec
 
 

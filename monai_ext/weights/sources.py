@@ -29,7 +29,6 @@ the folder named by ``$MONAI_EXT_WEIGHTS``, then in torch hub's checkpoint folde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from monai_ext.networks.transfer import TRANSFER_ARCHITECTURES
 from monai_ext.weights.imagenet2d import (
     DEFAULT_IMAGENET_2D_WEIGHTS,
     WEIGHTS_DIR_ENV,
+    _sha256,
     find_2d_weights,
     get_2d_weights_info,
     load_2d_weights_into_3d,
@@ -283,14 +283,6 @@ def project_bundle_dir(name: str) -> Path:
         if (root / "bundles" / name).is_dir():
             return root / "bundles" / name
     return Path.cwd() / "bundles" / name
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_hash(path: Path, source: PretrainedSource) -> Path:
