@@ -184,10 +184,9 @@ class LoadPretrainedWeights:
         if self.source == NO_SOURCE:
             logger.info("source 'scratch': training from random initialisation")
         else:
-            self.report = load_pretrained(
+            self.report = load_pretrained(  # logs its report
                 unwrap_model(self.network), self.source, self.pretrained_path, self.download, self.inflation
             )
-            engine.logger.info(self.report.summary())
         if self.record_path and is_main_process():
             _write_json_atomic(report_record(self.report, self.source), self.record_path)
 
