@@ -29,13 +29,18 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _datalist(args: argparse.Namespace) -> int:
-    from monai_ext.data.datalists import build_datalist
+    from monai_ext.data.datalists import DatalistError, build_datalist, write_datalist
 
-    datalist, report = build_datalist(args.path, layout=args.layout)
+    datalist, report = build_datalist(args.path, layout=args.layout, deep=args.deep)
+    if not report.ok:  # a datalist with broken entries is not written: it would only fail later, inside training
+        written = f"{args.output} not written; " if args.output else ""
+        raise DatalistError(
+            f"{report.summary()}\n{written}fix the files named above, or write only the usable entries with "
+            f"`monai-ext onboard {args.path} -o {args.output or 'datalist.json'}`."
+        )
     print(report.summary())
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(datalist, f, indent=2, default=str)
+        write_datalist(datalist, args.output)
         print(f"wrote {len(datalist)} items to {args.output}")
     return 0
 
@@ -88,8 +93,7 @@ def _onboard(args: argparse.Namespace) -> int:
 
     onboarding = onboard_dataset(args.path, layout=args.layout, max_cases=args.max_cases)
     report = args.report or str(Path(args.output).with_name(Path(args.output).stem + "_report.md"))
-    onboarding.write_datalist(args.output)
-    onboarding.write_report(report, datalist_path=args.output)
+    onboarding.write(args.output, report)
     print(onboarding.summary())
     print(f"wrote {len(onboarding.datalist)} entries to {args.output} and the report to {report}")
     return 0
@@ -140,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datalist", help="scan a dataset folder, write a datalist JSON and print a report")
     p.add_argument("path", help="dataset folder (Decathlon, nnU-Net raw, AbdomenAtlas, image folders) or CSV")
     p.add_argument("--layout", default="auto")
-    p.add_argument("--output", "-o", default=None, help="datalist JSON to write")
+    p.add_argument("--output", "-o", default=None, help="datalist JSON to write (only when no error is found)")
+    p.add_argument("--deep", action="store_true", help="also read every voxel: NaN/inf images, undeclared label values")
     p.set_defaults(func=_datalist)
 
     p = sub.add_parser("checkpoint-info", help="what a MedicalNet-style checkpoint holds (depth, shortcut, entries)")

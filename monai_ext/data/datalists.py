@@ -14,6 +14,8 @@ label values against the declared labels.
 
 Every problem raises :class:`DatalistError` (a ``ValueError``) naming the file and saying what to do; problems that
 do not stop training (files on disk that no list mentions, skipped non-image files) are :class:`DatalistWarning`.
+A dataset that declares 3D volumes (Decathlon ``tensorImageSize``, AbdomenAtlas) refuses 2D files.
+:func:`write_datalist` writes a datalist atomically (never a half-written file).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ __all__ = [
     "detect_layout",
     "build_datalist",
     "validate_datalist",
+    "declared_spatial_dims",
+    "write_text_atomic",
+    "write_datalist",
     "split_datalist",
 ]
 
@@ -82,8 +87,9 @@ class DatalistProblem:
 
     Attributes:
         path: the file or folder concerned.
-        kind: ``missing``, ``unreadable``, ``corrupt``, ``no_label``, ``shape_mismatch``, ``affine_mismatch``,
-            ``non_finite``, ``label_values``, ``inconsistent`` (list vs disk), ``unlisted`` or ``skipped``.
+        kind: ``missing``, ``unreadable``, ``corrupt``, ``no_label``, ``dimensions`` (a 2D file where volumes are
+            expected), ``shape_mismatch``, ``affine_mismatch``, ``non_finite``, ``label_values``, ``inconsistent``
+            (list vs disk), ``unlisted`` or ``skipped``.
         message: what is wrong and what to do.
         severity: ``"error"`` or ``"warning"``.
     """
@@ -242,6 +248,10 @@ def read_volume_header(path: str | os.PathLike, check_integrity: bool = True) ->
         raise DatalistError(f"{p} not found: check the dataset folder or the path in the datalist.")
     if os.path.isdir(p):
         return _dicom_header(p)
+    if os.path.getsize(p) == 0:
+        raise DatalistError(
+            f"{p} is empty (0 bytes): the download, copy or export failed; re-download or re-export it."
+        )
     suffix = _suffix(p)
     if suffix in (".nii", ".nii.gz"):
         return _nifti_header(p, check_integrity)
@@ -255,10 +265,9 @@ def _nifti_header(path: str, check_integrity: bool) -> VolumeHeader:
 
     if path.lower().endswith(".gz"):
         with open(path, "rb") as f:
-            if f.read(2) != b"\x1f\x8b":
-                raise DatalistError(
-                    f"{path} is named .gz but is not gzip-compressed: rename it to .nii or recompress it."
-                )
+            head = f.read(352)
+        if head[:2] != b"\x1f\x8b":
+            raise DatalistError(_not_gzip_message(path, head))
     try:
         img = nib.load(path)
     except Exception as e:
@@ -281,6 +290,22 @@ def _nifti_header(path: str, check_integrity: bool) -> VolumeHeader:
         spacing=tuple(float(v) for v in np.linalg.norm(affine[:3, : len(spatial)], axis=0)),
         affine=affine,
         dtype=str(dtype),
+    )
+
+
+def _not_gzip_message(path: str, head: bytes) -> str:
+    """Why a ``.nii.gz`` file that is not gzip-compressed cannot be read, and what to do about it."""
+    sizeof_hdr = {int.from_bytes(head[:4], order) for order in ("little", "big")} if len(head) >= 4 else set()
+    if sizeof_hdr & {348, 540}:  # the first field of a NIfTI-1 (348) or NIfTI-2 (540) header
+        return (
+            f"{path} is not gzip-compressed: it is an uncompressed NIfTI named .nii.gz; rename it to .nii or gzip it."
+        )
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return f"{path} is a Git LFS pointer, not the image: fetch the file itself (git lfs pull) or re-download it."
+    start = head[:16].decode("latin-1").encode("unicode_escape").decode("ascii")
+    return (
+        f"{path} is not gzip-compressed and not NIfTI either (it starts with '{start}'; an HTML page or text here "
+        "means the download saved an error page): re-download or re-export it."
     )
 
 
@@ -1207,16 +1232,18 @@ def build_datalist(
     p = Path(path).expanduser().absolute()
     kind = detect_layout(p) if layout == "auto" else layout
     labels: dict[int, str] = {}
+    spatial_dims = None
     if kind == "decathlon":
         items, problems = _decathlon(p, split or "training", check=True)
         _raise_or_warn([q for q in problems if q.severity == "error"])
-        labels = read_decathlon_metadata(p)["labels"]
+        meta = read_decathlon_metadata(p)
+        labels, spatial_dims = meta["labels"], declared_spatial_dims(meta)
     elif kind == "nnunet":
         items, problems = _nnunet(p, check=True)
         _raise_or_warn([q for q in problems if q.severity == "error"])
         labels = read_nnunet_metadata(p)["label_names"]
     elif kind == "abdomenatlas":
-        items, problems = abdomenatlas_datalist(p), []
+        items, problems, spatial_dims = abdomenatlas_datalist(p), [], 3
     elif kind == "image_folder":
         split = split if split is not None else ("train" if (p / "train").is_dir() else None)
         items, names, problems = _image_folder(p, split, None)
@@ -1230,7 +1257,9 @@ def build_datalist(
         items, problems = csv_datalist(_csv_in(p)), []
     else:
         raise DatalistError(f"unknown layout {layout!r}: use 'auto' or one of {_LAYOUTS}.")
-    report = validate_datalist(items, read_headers=read_headers, deep=deep, labels=labels or None)
+    report = validate_datalist(
+        items, read_headers=read_headers, deep=deep, labels=labels or None, spatial_dims=spatial_dims
+    )
     report.layout, report.root = kind, str(p)
     report.problems = problems + report.problems
     return items, report
@@ -1244,6 +1273,7 @@ def validate_datalist(
     image_key: str = "image",
     label_key: str = "label",
     affine_tolerance_mm: float | None = None,
+    spatial_dims: int | None = None,
 ) -> DatalistReport:
     """Check every entry of a datalist and summarise shapes and spacings.
 
@@ -1260,6 +1290,8 @@ def validate_datalist(
         label_key: key of the label (path or class value).
         affine_tolerance_mm: largest distance between image and label grid corners (default: half the smallest
             voxel spacing).
+        spatial_dims: the number of spatial dimensions every image must have (e.g. 3 for a volume dataset, where a
+            2D file is an error); None does not check.
 
     Returns:
         The report (call ``raise_if_errors()`` to stop on errors).
@@ -1271,13 +1303,16 @@ def validate_datalist(
     any_label = any(label_key in it or "label_dir" in it or "combined_label" in it for it in datalist)
     for item in datalist:
         if _validate_item(
-            item, report, read_headers, deep, declared, image_key, label_key, any_label, affine_tolerance_mm
+            item, report, read_headers, deep, declared, image_key, label_key, any_label, affine_tolerance_mm,
+            spatial_dims,
         ):
             report.n_pairs += 1
     return report
 
 
-def _validate_item(item, report, read_headers, deep, declared, image_key, label_key, any_label, tol) -> bool:
+def _validate_item(
+    item, report, read_headers, deep, declared, image_key, label_key, any_label, tol, spatial_dims=None
+) -> bool:
     problems = report.problems
     if image_key not in item:
         problems.append(DatalistProblem(str(item), "missing", f"entry has no {image_key!r} key."))
@@ -1299,6 +1334,8 @@ def _validate_item(item, report, read_headers, deep, declared, image_key, label_
                     )
                 )
                 return False
+        if not _dims_ok(image, spatial_dims, problems):
+            return False
         report.shapes.append(image.shape)
         report.spacings.append(image.spacing)
         if deep and not _deep_image_ok(image, problems):
@@ -1406,13 +1443,41 @@ def _checked_header(path: str, read_headers: bool, problems: list[DatalistProble
         return False
 
 
+def declared_spatial_dims(metadata: Mapping[str, Any]) -> int | None:
+    """Spatial dimensions a Decathlon ``dataset.json`` declares (``tensorImageSize`` "3D" or "4D": 3), else None."""
+    size = str(metadata.get("tensorImageSize", "")).strip().upper()
+    return 3 if size in ("3D", "4D") else None
+
+
+def _dims_ok(header: VolumeHeader, spatial_dims: int | None, problems: list[DatalistProblem]) -> bool:
+    """False (and a ``dimensions`` problem) when an image has another number of spatial dimensions than expected."""
+    if spatial_dims is None or len(header.shape) == spatial_dims:
+        return True
+    problems.append(
+        DatalistProblem(
+            header.path,
+            "dimensions",
+            f"a {len(header.shape)}D file (shape {header.shape}) where {spatial_dims}D volumes are expected: "
+            "re-export the whole volume (was a single slice saved?) or remove the entry.",
+        )
+    )
+    return False
+
+
 def _corner_distance(a: VolumeHeader, b: VolumeHeader) -> float:
     """Largest distance (mm) between the world positions of the grid corners under two affines."""
-    shape = list(a.shape[:3]) + [1] * (3 - len(a.shape[:3]))
+    return _affine_corner_distance(a.affine, b.affine, a.shape)
+
+
+def _affine_corner_distance(a: np.ndarray, b: np.ndarray, spatial_shape: Sequence[int]) -> float:
+    """Largest distance (mm) between the world positions of the corners of a grid of ``spatial_shape`` under the
+    4x4 affines ``a`` and ``b``."""
+    shape = list(spatial_shape[:3]) + [1] * (3 - len(spatial_shape[:3]))
     corners = np.array(
         [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
     )
-    return float(np.max(np.linalg.norm((corners @ a.affine.T - corners @ b.affine.T)[:, :3], axis=1)))
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.linalg.norm((corners @ a.T - corners @ b.T)[:, :3], axis=1)))
 
 
 def _deep_image_ok(header: VolumeHeader, problems: list[DatalistProblem]) -> bool:
@@ -1462,6 +1527,39 @@ def _deep_label_ok(header: VolumeHeader, declared: set[int] | None, problems: li
         )
         return False
     return True
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------------
+def write_text_atomic(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``.
+
+    A failure (or an interrupted run) leaves no partial file and never truncates an existing ``path``; the temporary
+    file is removed on error.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, out)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return str(out)
+
+
+def write_datalist(datalist: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write a datalist as a JSON list (as ``monai-ext datalist -o`` and ``monai-ext onboard`` do), atomically.
+
+    The JSON text is built before anything is opened and written through :func:`write_text_atomic`, so an error
+    leaves no half-written file.
+
+    Returns:
+        The path written.
+    """
+    return write_text_atomic(path, json.dumps(list(datalist), indent=2, default=str) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 :mod:`monai_ext.data.datalists`: it detects the layout (Decathlon, nnU-Net v2, AbdomenAtlas, image folder, CSV),
 pairs images with labels, reads every header (NIfTI, NRRD/MetaImage, DICOM series, 2D images) and, for at most
 ``max_cases`` cases spread over the list, the voxels. Unlike :func:`~monai_ext.data.datalists.build_datalist` it does
-not stop at the first broken file: every problem is named in the report and the entries it affects are left out of
-the datalist.
+not stop at the first broken file: every problem is named in the report and the entries it affects (unreadable
+files, NaN/inf intensities, undeclared label values, 2D files in a 3D dataset, ...) are left out of the datalist.
 
 The report (:meth:`DatasetOnboarding.to_markdown`) lists the layout, the pairs found, unreadable and unpaired files,
 the label values seen per label folder (and those outside the declared classes), spacing and orientation outliers
@@ -39,11 +39,14 @@ from monai_ext.data.datalists import (
     _load_array,
     _nnunet,
     build_datalist,
+    declared_spatial_dims,
     detect_layout,
     read_decathlon_metadata,
     read_nnunet_metadata,
     read_volume_header,
     validate_datalist,
+    write_datalist,
+    write_text_atomic,
 )
 
 __all__ = [
@@ -281,18 +284,19 @@ class DatasetOnboarding:
     # Output
     # ------------------------------------------------------------------------------------------------------------------
     def write_datalist(self, path: str | os.PathLike) -> str:
-        """Write the usable entries as a JSON list (as ``monai-ext datalist -o`` does)."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.datalist, indent=2, default=str) + "\n")
-        return str(out)
+        """Write the usable entries as a JSON list (as ``monai-ext datalist -o`` does), atomically."""
+        return write_datalist(self.datalist, path)
 
     def write_report(self, path: str | os.PathLike, datalist_path: str | None = None) -> str:
-        """Write :meth:`to_markdown` to ``path``."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(self.to_markdown(datalist_path))
-        return str(out)
+        """Write :meth:`to_markdown` to ``path``, atomically."""
+        return write_text_atomic(path, self.to_markdown(datalist_path))
+
+    def write(self, datalist_path: str | os.PathLike, report_path: str | os.PathLike) -> tuple[str, str]:
+        """Write the datalist and the report (``monai-ext onboard``): both texts are built before either file is
+        written, and each file is written atomically, so a failure leaves no half-written output."""
+        report_text = self.to_markdown(str(datalist_path))
+        datalist_text = json.dumps(self.datalist, indent=2, default=str) + "\n"
+        return write_text_atomic(datalist_path, datalist_text), write_text_atomic(report_path, report_text)
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -841,6 +845,24 @@ def _stats(array: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
+def _finite_ok(path: str, array: np.ndarray, problems: list[DatalistProblem]) -> bool:
+    """False (and a ``non_finite`` problem naming the file) when a floating-point image holds NaN or inf voxels."""
+    if array.dtype.kind not in "fc":
+        return True
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if not bad:
+        return True
+    problems.append(
+        DatalistProblem(
+            path,
+            "non_finite",
+            f"{bad} NaN/inf voxels: training on them gives a NaN loss; fix the export or replace them (e.g. with the "
+            "image minimum) and save the file again.",
+        )
+    )
+    return False
+
+
 def _read_voxels(onboarding: DatasetOnboarding, max_cases: int | None, seed: int) -> None:
     """Label values and intensity figures of at most ``max_cases`` usable cases, spread over the list."""
     rng = np.random.default_rng(seed)
@@ -851,6 +873,7 @@ def _read_voxels(onboarding: DatasetOnboarding, max_cases: int | None, seed: int
     names = {n: v for v, n in onboarding.class_names.items()}
     onboarding.n_voxel_candidates = len(onboarding.datalist)
     failed: list[str] = []
+    non_finite: list[str] = []
     bad_labels: list[str] = []
     for index in _sample_indices(len(onboarding.datalist), max_cases):
         item = onboarding.datalist[index]
@@ -863,6 +886,10 @@ def _read_voxels(onboarding: DatasetOnboarding, max_cases: int | None, seed: int
             except DatalistError as e:
                 onboarding.validation.problems.append(DatalistProblem(path, "corrupt", _without_path(e, path)))
                 failed.append(_image_paths(item)[0])
+                ok = False
+                break
+            if not _finite_ok(path, array, onboarding.validation.problems):
+                non_finite.append(_image_paths(item)[0])
                 ok = False
                 break
             for plane in _channel_arrays(header, array):
@@ -900,9 +927,11 @@ def _read_voxels(onboarding: DatasetOnboarding, max_cases: int | None, seed: int
         onboarding.n_cases_read += int(ok)
     for image in dict.fromkeys(failed):
         onboarding.excluded[image] = "its voxels cannot be read (see the unreadable files)"
+    for image in dict.fromkeys(non_finite):
+        onboarding.excluded[image] = "its image holds NaN or infinite voxels (see the other findings)"
     for image in dict.fromkeys(bad_labels):
         onboarding.excluded.setdefault(image, "its label holds values outside the declared classes")
-    dropped = set(failed) | set(bad_labels)
+    dropped = set(failed) | set(non_finite) | set(bad_labels)
     onboarding.datalist = [it for it in onboarding.datalist if _image_paths(it)[0] not in dropped]
     onboarding.headers = {p: h for p, h in onboarding.headers.items() if p not in dropped}
     onboarding.image_p99_5 = {p: v for p, v in onboarding.image_p99_5.items() if p not in dropped}
@@ -997,6 +1026,7 @@ def onboard_dataset(
     report = DatalistReport(layout=kind, root=str(root), n_items=len(items), labels=dict(onboarding.class_names))
     report.problems = list(layout_problems)
     labels = onboarding.class_names or None
+    spatial_dims = 3 if kind == "abdomenatlas" else declared_spatial_dims(onboarding.metadata)
     for item in items:
         images = _image_paths(item)
         if (has_labels and not (_label_paths(item) or "label" in item)) or (
@@ -1006,7 +1036,7 @@ def onboard_dataset(
             onboarding.unpaired.setdefault(images[0], "image without label")
             report.problems.append(DatalistProblem(images[0], "no_label", "this image has no label."))
             continue
-        one = validate_datalist([item], read_headers=True, deep=False, labels=labels)
+        one = validate_datalist([item], read_headers=True, deep=False, labels=labels, spatial_dims=spatial_dims)
         report.problems += one.problems
         report.shapes += one.shapes
         report.spacings += one.spacings

@@ -42,7 +42,10 @@ from .medicalnet import (
 from .report import (
     LoadReport,
     WeightTransferError,
+    CheckpointFileError,
     load_with_report,
+    load_weights_file,
+    convert_trusted_checkpoint,
 )
 from .suprem import (
     SUPREM_CHECKPOINT_PREFIXES,
@@ -114,7 +117,10 @@ __all__ = [
     "load_into_monai_resnet",
     "LoadReport",
     "WeightTransferError",
+    "CheckpointFileError",
     "load_with_report",
+    "load_weights_file",
+    "convert_trusted_checkpoint",
     "SUPREM_CHECKPOINT_PREFIXES",
     "SUPREM_PRETRAINING_HEADS",
     "read_suprem_checkpoint",

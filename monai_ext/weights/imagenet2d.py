@@ -29,7 +29,7 @@ from monai.utils import optional_import
 from torch import nn
 
 from monai_ext.weights.inflate import inflate_state_dict
-from monai_ext.weights.report import LoadReport, WeightTransferError
+from monai_ext.weights.report import LoadReport, WeightTransferError, load_weights_file
 
 __all__ = [
     "ImageNet2DWeights",
@@ -265,6 +265,8 @@ def read_2d_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
     Raises:
         FileNotFoundError: no such file.
         ImportError: a ``.safetensors`` file without the ``safetensors`` package.
+        CheckpointFileError: the file is corrupt, or ``weights_only`` loading refuses it (it pickles objects).
+        WeightTransferError: the file holds no state dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -274,7 +276,10 @@ def read_2d_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
         if not has_safetensors:
             raise ImportError(f"reading {path} needs the safetensors package: pip install safetensors.")
         return _unwrap(load_file(str(path)))
-    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    content = load_weights_file(path)
+    if not isinstance(content, Mapping):
+        raise WeightTransferError(f"{path} holds a {type(content).__name__}, not a state dict {{name: tensor}}.")
+    return _unwrap(content)
 
 
 def load_2d_weights_into_3d(

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from monai_ext.networks.med3d import MED3D_ARCHITECTURES, Med3DResNet
-from monai_ext.weights.report import LoadReport, WeightTransferError
+from monai_ext.weights.report import LoadReport, WeightTransferError, load_weights_file
 
 __all__ = [
     "MEDICALNET_ENTRY_COUNTS",
@@ -135,6 +135,7 @@ def read_medicalnet_state_dict(
 
     Raises:
         FileNotFoundError: the file does not exist (the message says where to download the published files).
+        CheckpointFileError: the file is corrupt, or ``weights_only`` loading refuses it (it pickles objects).
         WeightTransferError: the content is not a state dict of tensors.
     """
     if isinstance(path_or_state_dict, Mapping):
@@ -148,9 +149,16 @@ def read_medicalnet_state_dict(
                 "and pass its path."
             )
             raise FileNotFoundError(f"MedicalNet checkpoint {path} not found: {hint}")
-        content, source = torch.load(path, map_location="cpu", weights_only=True), str(path)
-    if "state_dict" in content and isinstance(content["state_dict"], Mapping):
-        content = content["state_dict"]
+        content, source = load_weights_file(path), str(path)
+    if not isinstance(content, Mapping):
+        raise WeightTransferError(
+            f"{source} holds a {type(content).__name__}, not a state dict: pass the file resnet_<depth>.pth, its "
+            "'state_dict', or a model's state_dict()."
+        )
+    for wrapper in ("state_dict", "net", "model"):  # MedicalNet's wrapper; "net"/"model": another family's file
+        if wrapper in content and isinstance(content[wrapper], Mapping):
+            content = content[wrapper]
+            break
     bad = [k for k, v in content.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise WeightTransferError(
@@ -295,6 +303,20 @@ def _stem_is_adaptable(weight: torch.Tensor, encoder: Med3DResNet) -> bool:
     )
 
 
+def _other_family(encoder_state: Mapping[str, torch.Tensor]) -> str | None:
+    """What a state dict that is no ResNet encoder holds, when another loader of this package reads it."""
+    from monai_ext.weights.suprem import detect_suprem_backbone, strip_suprem_prefixes
+
+    backbone = detect_suprem_backbone(strip_suprem_prefixes(encoder_state)[0])
+    if backbone is None:
+        return None
+    return (
+        f"a SuPreM {backbone} checkpoint, not a MedicalNet ResNet encoder: load it into a network built with "
+        f"architecture 'suprem-{backbone}' (load_pretrained(network, 'suprem-{backbone}', path) or "
+        "monai_ext.weights.suprem.load_suprem_checkpoint), or pass a MedicalNet file resnet_<depth>.pth"
+    )
+
+
 def _check_architecture(
     encoder_state: Mapping[str, torch.Tensor], encoder: Med3DResNet, source: str, strict: bool
 ) -> None:
@@ -325,9 +347,18 @@ def _check_architecture(
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", sorted(wrong_shape)))
         if keys
     )
-    message = (
-        f"{source} looks like a MedicalNet {_describe(info)}, but the model is a {model_desc}: {fix} ({details})"
-    )
+    other = _other_family(encoder_state) if info["depth"] is None else None
+    if other is not None:
+        message = f"{source} holds {other} (the model is a {model_desc}; {details})"
+    elif info["depth"] is None:
+        message = (
+            f"{source} holds no MedicalNet ResNet encoder ({_describe(info)}; the model is a {model_desc}): {fix} "
+            f"({details})"
+        )
+    else:
+        message = (
+            f"{source} looks like a MedicalNet {_describe(info)}, but the model is a {model_desc}: {fix} ({details})"
+        )
     if strict:
         raise WeightTransferError(message)
     logger.warning(message)

@@ -7,17 +7,35 @@ A pre-trained weight that silently stays random is the most common bug of transf
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["LoadReport", "WeightTransferError", "load_with_report"]
+__all__ = [
+    "LoadReport",
+    "WeightTransferError",
+    "CheckpointFileError",
+    "load_with_report",
+    "load_weights_file",
+    "convert_trusted_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class WeightTransferError(RuntimeError):
     """Raised when pre-trained weights do not fit the target network (wrong architecture, nothing matched, ...)."""
+
+
+class CheckpointFileError(WeightTransferError):
+    """A weights file cannot be read safely: it is empty, truncated, corrupt or not written by ``torch.save``, or it
+    pickles objects (a class instance, a function, a module) that ``torch.load(weights_only=True)`` refuses."""
 
 
 @dataclass
@@ -151,3 +169,136 @@ def load_with_report(
         )
     model.load_state_dict(new_state, strict=False)
     return report.log()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading weight files
+# ----------------------------------------------------------------------------------------------------------------------
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_STATE_DICT_WRAPPERS = ("state_dict", "net", "model", "network")
+
+
+def _reason(error: BaseException) -> str:
+    """The informative line of a ``torch.load`` error (torch's weights-only errors start with generic advice)."""
+    text = str(error).split("WeightsUnpickler error:", 1)[-1].strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _is_weights_only_refusal(error: BaseException) -> bool:
+    """True when ``torch.load(weights_only=True)`` refused a pickled global (a class, function or module reference),
+    not when the file is no pickle at all (e.g. "Unsupported operand")."""
+    return isinstance(error, pickle.UnpicklingError) and bool(_REFUSED_GLOBAL.search(str(error)))
+
+
+def _refusal_message(path: Path, error: BaseException, pickle_hint: str) -> str:
+    found = _REFUSED_GLOBAL.search(str(error))
+    what = f"`{found.group(1)}`" if found else "an object that is not a tensor"
+    plain = path.with_name(f"{path.stem}_state_dict{path.suffix or '.pt'}")
+    return (
+        f"{path} is not a plain tensor state dict: torch.load(weights_only=True) refuses it because it pickles "
+        f"{what} (a class instance, function or module reference; unpickling it could run arbitrary code). If you "
+        f"trust the file's source, convert it once with monai_ext.weights.report.convert_trusted_checkpoint("
+        f"'{path}', '{plain}') and pass {plain.name}{pickle_hint}; otherwise ask its publisher for the weights "
+        "saved as torch.save(model.state_dict(), path)."
+    )
+
+
+def load_weights_file(path: str | os.PathLike, allow_pickle: bool = False, pickle_hint: str = "") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name the file and say what to do.
+
+    Every weight loader of ``monai_ext`` reads files through this function: only tensors and plain containers are
+    unpickled, so a file that pickles a class instance, a function or a whole module is refused (it could run
+    arbitrary code when loaded) instead of being executed.
+
+    Args:
+        path: the weights file.
+        allow_pickle: unpickle a refused file in full (``weights_only=False``) with a warning. Only for files from a
+            trusted source.
+        pickle_hint: extra advice appended to the refusal message (e.g. the loader's own ``allow_pickle`` option).
+
+    Returns:
+        What the file holds (usually a state dict, or a dict that holds one).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFileError: the file is empty, truncated, corrupt or not a ``torch.save`` file, or (without
+            ``allow_pickle``) ``weights_only`` loading refuses it; the message names the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: check the path of the weights file.")
+    if path.stat().st_size == 0:
+        raise CheckpointFileError(f"{path} is empty (0 bytes): the download or copy failed; download it again.")
+    with open(path, "rb") as f:
+        if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise CheckpointFileError(
+                f"{path} is a Git LFS pointer, not the weights: fetch the file itself (git lfs pull) or download it "
+                "again."
+            )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if not _is_weights_only_refusal(error):
+            raise CheckpointFileError(
+                f"{path} cannot be read as a PyTorch checkpoint ({_reason(error)}): it is truncated, corrupt or "
+                "not a file written by torch.save; download it again (and compare its size or sha256 with the "
+                "published file)."
+            ) from error
+        if not allow_pickle:
+            raise CheckpointFileError(_refusal_message(path, error, pickle_hint)) from error
+    logger.warning("%s needs full unpickling (allow_pickle=True); only do this for trusted files.", path)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _tensor_entries(content: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a module, a state dict, or a checkpoint dict that holds one under a usual key."""
+    if isinstance(content, torch.nn.Module):
+        content = content.state_dict()
+    if not isinstance(content, Mapping):
+        return {}
+    for key in _STATE_DICT_WRAPPERS:
+        inner = content.get(key)
+        if isinstance(inner, torch.nn.Module):
+            inner = inner.state_dict()
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            content = inner
+            break
+    return {str(k): v.detach().cpu().clone() for k, v in content.items() if isinstance(v, torch.Tensor)}
+
+
+def convert_trusted_checkpoint(path: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Re-save a *trusted* checkpoint that ``weights_only`` loading refuses as a plain ``{name: tensor}`` state dict.
+
+    The file is unpickled in full (``torch.load(weights_only=False)``), which can run arbitrary code: use this only on
+    files whose source you trust. The tensors kept are those of a pickled module (its ``state_dict()``), of the state
+    dict under ``state_dict``/``net``/``model``/``network``, or of the top level; every other object (optimizer
+    state, configuration objects, ...) is dropped. Every loader of ``monai_ext`` reads the output.
+
+    Args:
+        path: the checkpoint to convert.
+        output: the plain state dict to write (written to a temporary file first, then renamed).
+
+    Returns:
+        ``output``, checked to load with ``torch.load(weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFileError: the file holds no tensors.
+    """
+    path, output = Path(path), Path(output)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: check the path of the checkpoint to convert.")
+    logger.warning("unpickling %s in full (weights_only=False) to convert it: only do this for trusted files.", path)
+    state = _tensor_entries(torch.load(path, map_location="cpu", weights_only=False))
+    if not state:
+        raise CheckpointFileError(
+            f"{path} holds no tensors (at its top level or under {', '.join(_STATE_DICT_WRAPPERS)}): nothing to "
+            "convert."
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    torch.save(state, partial)
+    os.replace(partial, output)
+    load_weights_file(output)  # the converted file passes weights_only loading
+    return output

@@ -57,7 +57,7 @@ from monai_ext.weights.medicalnet import (
     load_medicalnet_checkpoint,
     strip_module_prefix,
 )
-from monai_ext.weights.report import LoadReport, WeightTransferError, load_with_report
+from monai_ext.weights.report import LoadReport, WeightTransferError, load_weights_file, load_with_report
 from monai_ext.weights.suprem import (
     detect_suprem_backbone,
     load_suprem_checkpoint,
@@ -361,12 +361,13 @@ def read_bundle_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
+        CheckpointFileError: the file is corrupt, or ``weights_only`` loading refuses it (it pickles objects).
         WeightTransferError: it is not a tensor state dict.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train the bundle first, or correct the path.")
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    content = load_weights_file(path)
     if isinstance(content, Mapping) and "network" in content and isinstance(content["network"], Mapping):
         content = content["network"]  # a resumable checkpoint_epoch=N.pt
     if not isinstance(content, Mapping) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):

@@ -11,7 +11,6 @@ convolution and copies every other tensor, which must all be there with the righ
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from torch import nn
 from monai_ext.data.abdomenatlas_classes import SUPREM_CLASSES_32
 from monai_ext.networks.suprem_backbones import SUPREM_BACKBONES, SUPREM_HEAD_KEYS
 from monai_ext.transforms.abdomenatlas import class_order_map
-from monai_ext.weights.report import LoadReport, WeightTransferError, load_with_report
+from monai_ext.weights.report import LoadReport, WeightTransferError, load_weights_file, load_with_report
 
 __all__ = [
     "SUPREM_CHECKPOINT_PREFIXES",
@@ -79,23 +78,17 @@ def read_suprem_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict
 
     Raises:
         FileNotFoundError: no such file.
-        WeightTransferError: the file holds non-tensor objects and ``allow_pickle`` is False, or no state dict
-            was found in it.
+        CheckpointFileError: the file is corrupt, or it holds non-tensor objects and ``allow_pickle`` is False.
+        WeightTransferError: no state dict was found in it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; download the SuPreM weights or correct the path.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not allow_pickle:
-            raise WeightTransferError(
-                f"{path} holds pickled objects that torch.load(weights_only=True) refuses ({error}). "
-                "If you trust the file, pass allow_pickle=True (it unpickles everything, which can run code), or "
-                "re-save only its tensors with export_monai_state_dict."
-            ) from error
-        logger.warning("%s needs full unpickling (allow_pickle=True); only do this for trusted files.", path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    hint = (
+        ", or pass allow_pickle=True (load_pretrained(..., allow_pickle=True)), which unpickles everything and can "
+        "run code"
+    )
+    checkpoint = load_weights_file(path, allow_pickle=allow_pickle, pickle_hint=hint)
     return _unwrap(checkpoint, str(path))
 
 

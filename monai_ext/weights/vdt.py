@@ -29,7 +29,7 @@ from monai_ext.weights.medicalnet import (
     export_medicalnet_checkpoint,
     infer_medicalnet_architecture,
 )
-from monai_ext.weights.report import LoadReport, WeightTransferError, load_with_report
+from monai_ext.weights.report import LoadReport, WeightTransferError, load_weights_file, load_with_report
 
 __all__ = [
     "VDT_ENCODER_PREFIX",
@@ -65,6 +65,7 @@ def read_vdt_state_dict(
 
     Raises:
         FileNotFoundError: no such file (the message says which bundle output to use).
+        CheckpointFileError: the file is corrupt, or ``weights_only`` loading refuses it (it pickles objects).
         WeightTransferError: the content holds no tensor state dict.
     """
     if isinstance(path_or_state_dict, Mapping):
@@ -77,8 +78,13 @@ def read_vdt_state_dict(
                 f"VDT checkpoint {path} not found: train bundles/vdt_natural_image_pretraining and pass its "
                 "models/model.pt (whole network) or models/encoder_medicalnet.pth (encoder)."
             )
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = load_weights_file(path)
         source = str(path)
+    if not isinstance(content, Mapping):
+        raise WeightTransferError(
+            f"{source} holds a {type(content).__name__}, not a state dict: pass the bundle's models/model.pt, a "
+            "checkpoint_epoch=N.pt, or a network's state_dict()."
+        )
     for key in _WRAPPER_KEYS:
         if key in content and isinstance(content[key], Mapping):
             content = content[key]
