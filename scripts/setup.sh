@@ -24,8 +24,8 @@ fi
 stamp="$VENV/.monai_ext_installed"
 want=$(cat pyproject.toml constraints.txt | "$PY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing monai_ext and its dependencies (constraints.txt)"
-  "$PY" -m pip install -q -c constraints.txt -e ".[test]"
+  echo "[setup] installing monai_ext, its test and docs extras and their dependencies (constraints.txt)"
+  "$PY" -m pip install -q -c constraints.txt -e ".[test,docs]"
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $("$PY" -c 'import torch, monai, monai_ext; print(f"torch {torch.__version__}, monai {monai.__version__}, monai_ext {monai_ext.__version__}")')"
