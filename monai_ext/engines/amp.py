@@ -13,9 +13,22 @@ from typing import Any, Callable
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["AutocastInferer", "resolve_amp_dtype"]
+__all__ = ["AutocastInferer", "resolve_amp_dtype", "as_flag"]
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def as_flag(value: Any) -> bool:
+    """A switch from a config or the command line: ``python -m monai.bundle run --amp false`` hands over the string
+    "false", which plain ``bool()`` would read as on."""
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in ("true", "1", "yes", "on"):
+            return True
+        if key in ("false", "0", "no", "off", "none", ""):
+            return False
+        raise ValueError(f"cannot read {value!r} as on/off: use true or false.")
+    return bool(value)
 
 
 def resolve_amp_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -42,7 +55,7 @@ class AutocastInferer(Inferer):
 
     def __init__(self, inferer: Inferer | None = None, dtype: str | torch.dtype | None = "bf16", enabled: bool = True):
         self.inferer = inferer if inferer is not None else SimpleInferer()
-        self.dtype = resolve_amp_dtype(dtype) if enabled else None
+        self.dtype = resolve_amp_dtype(dtype) if as_flag(enabled) else None
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.dtype is None:

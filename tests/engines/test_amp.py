@@ -46,3 +46,14 @@ def test_fp16_on_cpu_and_unknown_dtype_are_refused():
         AutocastInferer(dtype="fp16")(torch.randn(1, 1, 4, 4, 4), DtypeProbe())
     with pytest.raises(ValueError, match="unknown"):
         resolve_amp_dtype("int8")
+
+
+@pytest.mark.parametrize("text, on", [("false", False), ("False", False), ("0", False), ("true", True), ("True", True)])
+def test_enabled_given_as_text_from_the_command_line(text, on):
+    # `python -m monai.bundle run --amp false` hands the string "false" to the config
+    assert (AutocastInferer(enabled=text).dtype is not None) == on
+
+
+def test_unreadable_switch_is_refused():
+    with pytest.raises(ValueError, match="on/off"):
+        AutocastInferer(enabled="maybe")
