@@ -6,6 +6,7 @@ from .amp import (
 )
 from .checkpoint import (
     save_atomic,
+    remove_stale_temporaries,
     ResumableCheckpoint,
     BestModelSaver,
     unwrap_model,
@@ -45,6 +46,7 @@ __all__ = [
     "AutocastInferer",
     "resolve_amp_dtype",
     "save_atomic",
+    "remove_stale_temporaries",
     "ResumableCheckpoint",
     "BestModelSaver",
     "unwrap_model",

@@ -3,8 +3,8 @@
 ``ResumableCheckpoint`` writes the whole training state (network, optimiser, scheduler, trainer counters) atomically
 every few epochs and, when the same run starts again, resumes from the newest one. ``BestModelSaver`` keeps the
 bundle's ``models/model.pt`` (a plain tensor state dict, the Model Zoo convention) and the figures it was chosen by.
-Both write to a temporary file and rename it, so a kill during a write leaves the previous file intact, and both only
-write on rank 0 of a distributed run.
+Both write to a temporary file and rename it, so a kill during a write leaves the previous file intact (the partial
+temporary file is deleted when the next run starts), and both only write on rank 0 of a distributed run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-__all__ = ["save_atomic", "ResumableCheckpoint", "BestModelSaver", "unwrap_model", "is_main_process"]
+__all__ = [
+    "save_atomic",
+    "remove_stale_temporaries",
+    "ResumableCheckpoint",
+    "BestModelSaver",
+    "unwrap_model",
+    "is_main_process",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +49,56 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def _temporary_path(path: str) -> str:
+    """``.<name>.tmp<pid>`` next to ``path``: hidden, never matched by ``<name>`` globs, and tied to its writer."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.tmp{os.getpid()}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but belongs to someone else (or cannot tell): leave its file alone
+        return True
+    return True
+
+
+def remove_stale_temporaries(path_pattern: str) -> list[str]:
+    """Delete the temporary files that :func:`save_atomic` left behind for ``path_pattern`` (a glob of final paths,
+    e.g. ``<dir>/checkpoint_epoch=*.pt``) when its process was killed during a write.
+
+    A temporary file is ``.<name>.tmp<pid>`` next to the final file; it is removed when process ``pid`` no longer
+    runs (a write in progress in a live process is left alone). The final files are never touched.
+
+    Returns:
+        the removed paths.
+    """
+    folder, name = os.path.split(os.path.abspath(path_pattern))
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f".{name}.tmp*")):
+        pid = tmp.rsplit(".tmp", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _process_alive(int(pid)):
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                continue
+            removed.append(tmp)
+            logger.warning(f"removed {tmp}, the partial file of a write that was interrupted")
+    return removed
+
+
 def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX)."""
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX).
+
+    A process killed during the write leaves ``path`` as it was (the previous version, or absent) and a temporary
+    ``.<name>.tmp<pid>`` that :func:`remove_stale_temporaries` deletes later (``ResumableCheckpoint`` and
+    ``BestModelSaver`` do so when a run starts).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    tmp = _temporary_path(path)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -102,7 +154,8 @@ class ResumableCheckpoint:
     Files are ``<save_dir>/checkpoint_epoch=<N>.pt`` holding ``{name: state_dict}`` for every object in ``objects``
     plus the engine it is attached to, under ``"trainer"`` (its epoch and iteration counters). On ``Events.STARTED`` the
     newest file is loaded when ``resume`` is True; the trainer's ``max_epochs`` is kept from the configuration so that
-    a resumed run can be extended.
+    a resumed run can be extended. Temporary files left by a run killed while it wrote a checkpoint are deleted then
+    (they never count as checkpoints).
 
     Args:
         save_dir: folder of the checkpoints.
@@ -140,6 +193,8 @@ class ResumableCheckpoint:
         return sorted(files, key=lambda f: int(self.pattern.search(f).group(1)))
 
     def load_latest(self, engine: Engine) -> None:
+        if is_main_process():  # the partial files of a run killed while it wrote a checkpoint
+            remove_stale_temporaries(os.path.join(self.save_dir, "checkpoint_epoch=*.pt"))
         files = self.checkpoints() if self.resume else []
         if not files:
             return
@@ -216,6 +271,8 @@ class BestModelSaver:
                 self.best = json.load(f).get("metrics", {}).get(metric_name)
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():  # the partial file of a run killed while it wrote the model
+            remove_stale_temporaries(self.model_path)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:

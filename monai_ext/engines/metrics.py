@@ -2,7 +2,9 @@
 
 Each validation sample belongs to one dataset ("domain") with its own label set. ``PerDomainMeanDice`` scores every
 sample on its own classes only and reports the mean Dice per dataset and over datasets (each dataset counts once,
-however many volumes it has).
+however many volumes it has). In a distributed run where each rank validates its share of the volumes (a
+``DistributedSampler``), the per-volume scores of all ranks are gathered before the means are taken, so every rank
+reports the figures of the whole validation set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
@@ -72,7 +75,9 @@ class PerDomainMeanDice(Metric):
     @reinit__is_reduced
     def reset(self) -> None:
         self._scores: dict[int, list[float]] = defaultdict(list)
+        self._domains_seen: list[int] = []  # the domain of each row of ``cases``
         self.cases: list[dict] = []  # one row per volume: case, dataset, mean Dice, Dice per class
+        self._gathered = False
 
     def attach(self, engine: Engine, name: str, usage: Any = None) -> None:  # type: ignore[override]
         self._name = name
@@ -107,12 +112,37 @@ class PerDomainMeanDice(Metric):
         classes = range(1, self.class_counts[domain])
         per_class = dice_per_class(pred.detach().cpu(), label.detach().cpu(), classes)
         self._scores[domain].append(_nanmean(per_class))
+        self._domains_seen.append(domain)
         self.cases.append(
             {"case": f"case_{len(self.cases) + 1}", "dataset": self.domain_names[domain], "mean_dice": _nanmean(per_class)}
             | {f"dice_class_{c}": v for c, v in zip(classes, per_class)}
         )
 
+    def _gather(self) -> None:
+        """Replace this rank's rows by those of all ranks (once per validation; a collective call, so every rank of
+        the process group must compute the metric, as with MONAI's and ignite's metrics).
+
+        The rows are put back in dataset order assuming the samplers' ``shuffle=False`` split (item ``i`` of rank
+        ``r`` is volume ``i * world_size + r``, as in torch's and MONAI's ``DistributedSampler``), so the means are
+        summed in the same order as in a single process.
+        """
+        if self._gathered:
+            return
+        self._gathered = True
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, list(zip(self._domains_seen, self.cases)))
+        rows = sorted((i, rank, row) for rank, rows in enumerate(everyone) for i, row in enumerate(rows))
+        self._scores = defaultdict(list)
+        self._domains_seen, self.cases = [], []
+        for _, _, (domain, case) in rows:
+            self._scores[domain].append(case["mean_dice"])
+            self._domains_seen.append(domain)
+            self.cases.append(case)
+
     def compute(self) -> float:
+        self._gather()
         per_domain = {d: _nanmean(v) for d, v in self._scores.items()}
         return _nanmean(list(per_domain.values())) if per_domain else math.nan
 

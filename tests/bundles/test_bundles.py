@@ -71,31 +71,37 @@ def _smoke(bundle: Path) -> dict:
     return {**SMOKE, **meta.get("smoke_test_overrides", {})}
 
 
+def _env() -> dict:
+    """The environment of the bundle processes (also used by tests/robustness)."""
+    return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+
+
 def _run(args: list[str], cwd: Path, timeout: int = 900) -> str:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
     proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out[-6000:]}"
     return out
 
 
-def _bundle_run(bundle: Path, configs: list[str], overrides: dict, tmp_path: Path, name: str) -> str:
+def _bundle_args(bundle: Path, configs: list[str], overrides: dict, tmp_path: Path, name: str) -> list[str]:
+    """Arguments of ``python`` for ``monai.bundle run`` of ``configs`` with ``overrides`` (in an args file)."""
     args_file = tmp_path / f"{name}_args.json"
     args_file.write_text(json.dumps({"bundle_root": str(bundle), **overrides}))
     files = [str(bundle / "configs" / c) for c in configs]
     config_arg = files[0] if len(files) == 1 else json.dumps(files)
-    return _run(
-        [
-            "-m", "monai.bundle", "run",
-            "--config_file", config_arg,
-            "--meta_file", str(bundle / "configs" / "metadata.json"),
-            "--logging_file", str(bundle / "configs" / "logging.conf"),
-            "--args_file", str(args_file),
-        ],
-        cwd=tmp_path,
-    )  # fmt: skip
+    return [
+        "-m", "monai.bundle", "run",
+        "--config_file", config_arg,
+        "--meta_file", str(bundle / "configs" / "metadata.json"),
+        "--logging_file", str(bundle / "configs" / "logging.conf"),
+        "--args_file", str(args_file),
+    ]  # fmt: skip
+
+
+def _bundle_run(bundle: Path, configs: list[str], overrides: dict, tmp_path: Path, name: str) -> str:
+    return _run(_bundle_args(bundle, configs, overrides, tmp_path, name), cwd=tmp_path)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=_ids)
