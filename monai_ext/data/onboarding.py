@@ -627,10 +627,10 @@ class DatasetOnboarding:
             md += [
                 "```bash",
                 _ATLAS_COMMAND,
-                f'  --dataset_dir {self.root} --classes "{_py_list(known + new)}" --partial_labels true',
+                f'  --dataset_dir {self.root} --classes "{_py_list(known + new)}" --partial_labels True',
                 "```",
                 "",
-                "`partial_labels true` marks the masks a case lacks as unknown (ignored by the loss) instead of "
+                "`--partial_labels True` marks the masks a case lacks as unknown (ignored by the loss) instead of "
                 "failing; drop it when every case has every mask."
                 + (f" Classes not in AbdomenAtlas 1.1 ({', '.join(new)}) become extra output channels." if new else ""),
                 "",
@@ -655,7 +655,7 @@ class DatasetOnboarding:
             "```bash",
             _ATLAS_COMMAND,
             f'  --dataset_dir /path/to/atlas_and_this_dataset --classes "{_py_list(list(ABDOMENATLAS_CLASSES))}" '
-            "--partial_labels true",
+            "--partial_labels True",
             "```",
             "",
             f"Classes of this dataset that are AbdomenAtlas classes: {', '.join(known) or 'none'}."
@@ -665,7 +665,7 @@ class DatasetOnboarding:
                 if unmatched
                 else ""
             )
-            + " With `partial_labels true` the classes this dataset does not annotate are ignored by the loss.",
+            + " With `--partial_labels True` the classes this dataset does not annotate are ignored by the loss.",
             "",
         ]
         return md

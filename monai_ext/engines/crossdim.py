@@ -193,7 +193,7 @@ def verify_slice_wise_equivalence(
             expected = slice_wise_output(network_2d, volume)
             try:
                 result = network_3d(volume)
-            except RuntimeError as err:
+            except (RuntimeError, ValueError) as err:  # ValueError: InflatedFlexUNet refuses the input size itself
                 raise WeightTransferError(
                     f"the 3D network cannot process a stack of {volume.shape[2]} slices ({err}): the 3D twin must keep "
                     "the depth resolution (stride_depth=False)."

@@ -698,7 +698,8 @@ class InflatedFlexUNet(nn.Module):
 
     Raises:
         ValueError: unknown backbone, ``depth_kernels=False`` with ``stride_depth=True``, or ``"pixelshuffle"`` with
-            ``stride_depth=False``.
+            ``stride_depth=False``; in ``forward``, an input whose spatial sides are not multiples of
+            :attr:`size_divisor` (see :meth:`check_input_size`).
     """
 
     def __init__(
@@ -735,6 +736,7 @@ class InflatedFlexUNet(nn.Module):
         encoder_type, params, feature_channels = INFLATED_BACKBONES[backbone]
         self.backbone = backbone
         self.spatial_dims = spatial_dims
+        self.stride_depth = stride_depth
         self.encoder = encoder_type(
             model_name=params["model_name"],
             pretrained=pretrained,
@@ -769,10 +771,58 @@ class InflatedFlexUNet(nn.Module):
             _flatten_depth_kernels(self.decoder)
             _flatten_depth_kernels(self.segmentation_head)
 
+    @property
+    def size_divisor(self) -> tuple[int, ...]:
+        """What each spatial side of an input must be a multiple of: ``2 ** levels`` (32) in plane, and along depth
+        too unless ``stride_depth=False`` (then 1). Other sizes leave the decoder's skip connections misaligned."""
+        return _size_divisor(self.backbone, self.spatial_dims, self.stride_depth)
+
+    @torch.jit.unused
+    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
+        """Refuse a spatial input shape (a patch or sliding-window size) the network cannot take, naming valid ones.
+
+        Raises:
+            ValueError: a side is not a multiple of :attr:`size_divisor` (the message gives the nearest valid sizes).
+        """
+        _check_input_size(self.backbone, spatial_shape, self.spatial_dims, self.stride_depth)
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Encoder, decoder with skip connections, segmentation head: ``B x C_in x ...`` -> ``B x C_out x ...``."""
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+            self.check_input_size(inputs.shape[2:])
         features = self.encoder(inputs)
         return self.segmentation_head(self.decoder(features, self.skip_connect))
+
+
+def _size_divisor(backbone: str, spatial_dims: int = 3, stride_depth: bool = True) -> tuple[int, ...]:
+    """Per spatial axis, what an input side of the U-Net on ``backbone`` must be a multiple of (see
+    :attr:`InflatedFlexUNet.size_divisor`): every encoder level halves the in-plane size."""
+    divisor = 2 ** len(INFLATED_BACKBONES[backbone][2])
+    if spatial_dims == 2:
+        return (divisor, divisor)
+    return ((divisor if stride_depth else 1), divisor, divisor)
+
+
+def _check_input_size(
+    backbone: str, spatial_shape: Sequence[int], spatial_dims: int = 3, stride_depth: bool = True
+) -> None:
+    """Raise a ValueError naming valid sizes when the U-Net on ``backbone`` cannot take ``spatial_shape``."""
+    shape = tuple(int(s) for s in spatial_shape)
+    divisor = _size_divisor(backbone, spatial_dims, stride_depth)
+    if len(shape) != len(divisor) or all(s % d == 0 for s, d in zip(shape, divisor)):
+        return
+    down = [max(d, s // d * d) for s, d in zip(shape, divisor)]
+    up = [-(-s // d) * d for s, d in zip(shape, divisor)]
+    valid = " or ".join(dict.fromkeys(str(list(v)) for v in (down, up)))
+    sides = f"every side must be a multiple of {divisor[-1]}"
+    if divisor[0] == 1 and len(divisor) == 3:
+        sides = f"height and width must be multiples of {divisor[-1]} (depth is not strided: any size)"
+    raise ValueError(
+        f"the inflated U-Net ({backbone}) cannot take inputs of spatial size {list(shape)}: it halves the resolution "
+        f"{len(INFLATED_BACKBONES[backbone][2])} times, so {sides}; otherwise its skip connections do not line up "
+        f"('Sizes of tensors must match'). Use a patch size of such multiples, e.g. {valid} (bundles: "
+        f'--patch_size "[{",".join(map(str, up))}]").'
+    )
 
 
 FLEXUNET_BACKBONE.register_class(InflatedResNetEncoder)

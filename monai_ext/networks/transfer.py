@@ -24,7 +24,8 @@ architecture                  segmentation network                 classificatio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.networks.layers import Pool
@@ -32,6 +33,7 @@ from torch import nn
 
 from monai_ext.networks.genesis_unet import GenesisUNet3D
 from monai_ext.networks.inflated import INFLATED_BACKBONES, InflatedFlexUNet
+from monai_ext.networks.inflated import _check_input_size as _check_inflated_input_size
 from monai_ext.networks.med3d import MED3D_ARCHITECTURES, Med3DResNet
 from monai_ext.networks.multidomain import Med3DSegmenter
 from monai_ext.networks.suprem_backbones import SUPREM_BACKBONES, suprem_backbone
@@ -46,6 +48,7 @@ __all__ = [
     "build_transfer_network",
     "build_network_from_spec",
     "new_layer_prefixes",
+    "check_patch_size",
 ]
 
 TRANSFER_TASKS: tuple[str, ...] = ("segmentation", "classification")
@@ -291,3 +294,32 @@ def new_layer_prefixes(architecture: str, task: str) -> tuple[str, ...]:
             architecture[len("suprem-") :]
         ]
     return ("decoder.", "segmentation_head.")
+
+
+def check_patch_size(network: nn.Module | Mapping[str, Any], patch_size: Sequence[int]) -> None:
+    """Fail before training or inference starts when a network cannot take ``patch_size`` windows.
+
+    The inflated U-Net (``imagenet-*`` sources) needs sides that are multiples of 32 (see
+    :meth:`monai_ext.networks.inflated.InflatedFlexUNet.check_input_size`); other networks are not checked here. The
+    fine-tuning bundles call this on their network spec when they start, so a bad ``patch_size`` fails at once, not
+    after caching the data (and without building the network, which would draw from the seeded random state).
+
+    Args:
+        network: the network (a ``DistributedDataParallel`` wrapper is looked through), or its spec
+            (``{"architecture", "task", "kwargs"}``, as :func:`build_network_from_spec` takes).
+        patch_size: the spatial size of the training patches and sliding windows.
+
+    Raises:
+        ValueError: the network cannot take inputs of that size (the message gives valid sizes).
+    """
+    size = tuple(int(s) for s in patch_size)
+    if isinstance(network, Mapping):
+        architecture = network.get("architecture")
+        if network.get("task") == "segmentation" and architecture in INFLATED_BACKBONES:
+            kwargs = dict(network.get("kwargs") or {})
+            _check_inflated_input_size(architecture, size, 3, bool(kwargs.get("stride_depth", True)))
+        return
+    network = getattr(network, "module", network)
+    check = getattr(network, "check_input_size", None)
+    if check is not None:
+        check(size)

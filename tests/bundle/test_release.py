@@ -34,6 +34,11 @@ from monai_ext.cli import main
 from monai_ext.engines.checkpoint import BestModelSaver
 
 SOURCE_BUNDLE = "abdomenatlas_supervised_pretraining"
+#: the source bundle's version, and the one a release without ``version`` gives (the next patch version)
+SOURCE_VERSION = json.loads(
+    (Path(__file__).resolve().parents[2] / "bundles" / SOURCE_BUNDLE / "configs" / "metadata.json").read_text()
+)["version"]
+NEXT_VERSION = bump_version(SOURCE_VERSION)
 NETWORK_JSON = {
     "backbone": "segresnet",
     "backbone_kwargs": {"init_filters": 8, "blocks_down": [1, 1, 1, 1]},
@@ -88,7 +93,7 @@ def test_release_folder_holds_the_bundle_without_training_outputs(released):
         assert expected in files
     assert not [f for f in files if f.startswith(("logs/", "eval/")) or "checkpoint_epoch" in f]
     assert "models/checkpoint_epoch=12.pt" in rel.excluded and "logs/" in rel.excluded and "eval/" in rel.excluded
-    assert Path(rel.zip_path) == out.parent / "tiny_atlas_v0.1.1.zip"
+    assert Path(rel.zip_path) == out.parent / f"tiny_atlas_v{NEXT_VERSION}.zip"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     # the released model.pt is the trained file itself: a plain tensor state dict with the trained weights
     assert _sha256(out / "models" / "model.pt") == _sha256(released["bundle"] / "models" / "model.pt")
@@ -100,10 +105,10 @@ def test_release_folder_holds_the_bundle_without_training_outputs(released):
 def test_metadata_has_new_version_changelog_and_measured_figures(released):
     meta = verify_bundle_metadata(released["release"].bundle_dir)  # still valid offline
     source = json.loads((released["bundle"] / "configs" / "metadata.json").read_text())
-    assert source["version"] == "0.1.0"  # the source bundle is left as it was
-    assert meta["version"] == "0.1.1" == released["release"].version
-    assert list(meta["changelog"])[:2] == ["0.1.1", "0.1.0"]
-    assert "val_mean_dice = 0.7312 (epoch 12)" in meta["changelog"]["0.1.1"]
+    assert source["version"] == SOURCE_VERSION  # the source bundle is left as it was
+    assert meta["version"] == NEXT_VERSION == released["release"].version
+    assert list(meta["changelog"])[:2] == [NEXT_VERSION, SOURCE_VERSION]
+    assert "val_mean_dice = 0.7312 (epoch 12)" in meta["changelog"][NEXT_VERSION]
     assert meta["eval_metrics"] == FIGURES  # lists (per-class figures) are left out
     assert meta["monai_version"].startswith("1.6")
 
@@ -145,7 +150,7 @@ def test_zip_loads_with_monai_bundle_load(released, tmp_path, monkeypatch):
     module, meta, _ = load(
         name="tiny_atlas", bundle_dir=str(target), source="github", load_ts_module=True, device="cpu"
     )
-    assert meta["version"] == "0.1.1"
+    assert meta["version"] == NEXT_VERSION
     image = meta["network_data_format"]["inputs"]["image"]
     shape = (2, image["num_channels"], *resolve_spatial_shape(image["spatial_shape"], n=2))
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
@@ -175,7 +180,7 @@ def test_cli_release_with_version_notes_metrics_file_and_dry_run(repo_root, tmp_
     ]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "released cli_atlas 0.1.0 -> 0.2.0" in out and "dry run: would upload" in out
+    assert f"released cli_atlas {SOURCE_VERSION} -> 0.2.0" in out and "dry run: would upload" in out
     released_dir = tmp_path / "out" / "cli_atlas"
     meta = json.loads((released_dir / "configs" / "metadata.json").read_text())
     assert meta["version"] == "0.2.0" and meta["eval_metrics"] == {"test_mean_dice": 0.69}

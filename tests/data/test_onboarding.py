@@ -124,7 +124,7 @@ def test_generated_ct_task_is_ready_and_fits_abdomenatlas(spleen_task, tmp_path)
     md = onboarding.to_markdown()
     assert "Intensities look like CT Hounsfield units" in md
     assert "Classes of this dataset that are AbdomenAtlas classes: spleen." in md
-    assert "--partial_labels true" in md
+    assert "--partial_labels True" in md
     assert _check_bundle_commands(md) >= 4
     path = onboarding.write_datalist(tmp_path / "sub" / "dl.json")
     assert json.loads(Path(path).read_text()) == onboarding.datalist
@@ -143,7 +143,7 @@ def test_generated_abdomenatlas_folder(tmp_path):
     assert onboarding.class_names == {0: "background", 3: "kidney_left", 5: "liver", 8: "spleen"}
     assert not onboarding.undeclared and len(onboarding.datalist) == 2
     md = onboarding.to_markdown()
-    assert "--classes \"['kidney_left', 'liver', 'spleen']\" --partial_labels true" in md
+    assert "--classes \"['kidney_left', 'liver', 'spleen']\" --partial_labels True" in md
     _check_bundle_commands(md)
 
 

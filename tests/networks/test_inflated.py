@@ -184,6 +184,29 @@ def test_inflated_flex_unet_keeps_depth_and_rejects_contradictions():
         InflatedFlexUNet(1, 2, "inflated-resnet18", stride_depth=False, upsample="pixelshuffle")
 
 
+@pytest.mark.parametrize("backbone", ["inflated-resnet18", "inflated-efficientnet-b0"])
+def test_inflated_flex_unet_names_valid_patch_sizes(backbone):
+    """A side that is not a multiple of 32 fails with the valid sizes, not with torch.cat's 'Sizes of tensors must
+    match' deep in the decoder; the fine-tuning bundle checks its patch_size the same way when it starts."""
+    from monai_ext.networks.transfer import check_patch_size
+
+    net = InflatedFlexUNet(1, 2, backbone, decoder_channels=SMALL_DECODER).eval()
+    assert net.size_divisor == (32, 32, 32)
+    with pytest.raises(
+        ValueError, match=r"multiple of 32.*\[32, 32, 32\] or \[64, 64, 64\].*--patch_size \"\[64,64,64\]\""
+    ):
+        net(torch.randn(1, 1, 48, 48, 48))
+    with pytest.raises(ValueError, match="cannot take inputs of spatial size \\[48, 48, 48\\]"):
+        check_patch_size(torch.nn.parallel.DataParallel(net), [48, 48, 48])
+    check_patch_size(net, [64, 32, 96])
+    flat = InflatedFlexUNet(1, 2, backbone, stride_depth=False, decoder_channels=SMALL_DECODER)
+    assert flat.size_divisor == (1, 32, 32)
+    check_patch_size(flat, [5, 32, 64])  # depth is not strided: any depth
+    with pytest.raises(ValueError, match="height and width must be multiples of 32"):
+        check_patch_size(flat, [5, 48, 64])
+    assert InflatedFlexUNet(1, 2, backbone, spatial_dims=2, decoder_channels=SMALL_DECODER).size_divisor == (32, 32)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # proofs on whole networks
 

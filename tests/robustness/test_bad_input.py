@@ -587,3 +587,34 @@ def test_failed_onboard_writes_neither_file(tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     assert _cli(["onboard", task, "-o", output, "--report", report], capsys)[0] == 0
     assert len(json.loads(output.read_text())) == 3 and report.read_text().startswith("# Onboarding report")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# End to end: a bundle run on a dataset with one bad label
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bundle_run_names_a_label_value_outside_the_classes(tmp_path):
+    """``transfer_segmentation`` on a Decathlon folder whose headers are sound (the datalist builder passes it) but
+    one training label holds the value 7 of no declared class: the run fails while it caches the cases, before any
+    training step, and the output names that label file and says what to fix."""
+    import subprocess
+    import sys
+
+    from tests.bundles.test_bundles import _bundle_args, _bundle_copy, _env, _smoke
+
+    task = _decathlon(tmp_path / "Task01_Tiny", n=5)
+    bad = Path(fine_tuning_target(task)["training"][0]["label"])  # a case of the training split
+    _save(bad, _label(value=7))
+    bundle = REPO / "bundles" / "transfer_segmentation"
+    copy = _bundle_copy(bundle, tmp_path)
+    overrides = {**_smoke(bundle), "dataset_dir": str(task), "cache_rate": 1.0, "num_workers": 0}
+    proc = subprocess.run(
+        [sys.executable, *_bundle_args(copy, ["train.json"], overrides, tmp_path, "train")],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"the run must fail:\n{out[-3000:]}"
+    assert "DatalistError" in out and str(bad) in out, out[-3000:]
+    assert "label values [7] are not among the declared classes [0, 1, 2]" in out, out[-3000:]
+    assert "fix the label file" in out and "monai-ext datalist" in out, out[-3000:]
+    assert not (copy / "models" / "model.pt").exists() and not list((copy / "models").glob("checkpoint_epoch=*.pt"))
