@@ -146,8 +146,10 @@ def prepare(trainer: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, tuple
 
 
 def move_batch(batch: Any, device: torch.device) -> Any:
+    """A copy of a batch on ``device`` (a copy also on the CPU: a batch from a worker lives in shared memory, and
+    holding hundreds of them runs out of file descriptors)."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device)
+        return batch.to(device, copy=True)
     if isinstance(batch, dict):
         return {k: move_batch(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
