@@ -12,6 +12,9 @@ from .checkpoint import (
     unwrap_model,
     is_main_process,
 )
+from .distributed import (
+    main_process_logging,
+)
 from .export import (
     load_best_weights,
     export_best_encoder,
@@ -45,6 +48,7 @@ from .finetune import (
 __all__ = [
     "AutocastInferer",
     "resolve_amp_dtype",
+    "main_process_logging",
     "save_atomic",
     "remove_stale_temporaries",
     "ResumableCheckpoint",

@@ -228,7 +228,7 @@ def test_sync_batchnorm_is_unavailable_on_cpu_so_cpu_ddp_keeps_batchnorm(runs):
     for rank in runs["ranks"]:
         assert "expected input tensor to be on GPU" in rank["sync_batchnorm_on_cpu"]
     for name in ("transfer_segmentation", "med3d_3dseg8_cotraining"):
-        config = (ROOT / "bundles" / name / "configs" / "multi_gpu_train.json").read_text()
+        config = (ROOT / "bundles" / name / "configs" / "multi_gpu_train.json").read_text(encoding="utf-8")
         assert "convert_sync_batchnorm" in config and "torch.cuda.is_available()" in config
 
 
@@ -280,14 +280,32 @@ def test_bundle_under_torchrun_validates_the_whole_set_once(tmp_path: Path):
     settings = {**_smoke(bundle), "max_val_cases": 3, "val_at_start": False}
     torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port", str(_free_port())]
     _run(torchrun + _bundle_args(folder, ["train.json", "multi_gpu_train.json"], settings, tmp_path, "ddp"), tmp_path)
-    kept = json.loads((folder / "models" / "model_metrics.json").read_text())["metrics"]["val_mean_dice"]
-    with open(folder / "eval" / "val_history.csv", newline="") as f:
+    kept = json.loads((folder / "models" / "model_metrics.json").read_text(encoding="utf-8"))["metrics"]["val_mean_dice"]
+    with open(folder / "eval" / "val_history.csv", newline="", encoding="utf-8") as f:
         history = list(csv.DictReader(f))
     assert len(history) == 1 and float(history[0]["val_mean_dice"]) == kept  # one row: rank 0 alone writes
 
     _bundle_run(folder, ["train.json", "evaluate.json"], settings, tmp_path, "evaluate")  # one process, all volumes
-    with open(folder / "eval" / "model_metrics.csv", newline="") as f:
+    with open(folder / "eval" / "model_metrics.csv", newline="", encoding="utf-8") as f:
         evaluated = {row["metric"]: float(row["value"]) for row in csv.DictReader(f)}
-    with open(folder / "eval" / "model_per_case_dice.csv", newline="") as f:
+    with open(folder / "eval" / "model_per_case_dice.csv", newline="", encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == 3
     assert kept == pytest.approx(evaluated["val_mean_dice"], abs=1e-6)  # the table keeps six decimals
+
+
+def test_logging_handlers_run_on_rank_zero_only(monkeypatch, tmp_path):
+    """multi_gpu_train.json keeps the loss log and TensorBoard on rank 0; checkpoints and metrics stay on every rank."""
+    from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler
+
+    from monai_ext.engines import checkpoint as ckpt
+    from monai_ext.engines.distributed import main_process_logging
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    lr = LrScheduleHandler(torch.optim.lr_scheduler.StepLR(optimizer, 1))
+    saver = ckpt.ResumableCheckpoint(str(tmp_path), {})
+    handlers = [lr, StatsHandler(), TensorBoardStatsHandler(log_dir=str(tmp_path)), saver]
+    monkeypatch.setattr("monai_ext.engines.distributed.is_main_process", lambda: True)
+    assert main_process_logging(handlers) == handlers
+    monkeypatch.setattr("monai_ext.engines.distributed.is_main_process", lambda: False)
+    assert main_process_logging(handlers) == [lr, saver]
+    assert main_process_logging(None) == []
