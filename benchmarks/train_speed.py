@@ -459,7 +459,7 @@ def quality_run(name: str, amp: bool, seed: int, workdir: Path, extra: dict[str,
     settings = {"bundle_root": str(root), "amp": amp, "seed": seed, "resume": False,
                 **BENCH_OVERRIDES.get(name, {}), **extra}  # fmt: skip
     args_file = root / "bench_args.json"
-    args_file.write_text(json.dumps(settings))
+    args_file.write_text(json.dumps(settings), encoding="utf-8")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(root / "configs" / "train.json"),
            "--meta_file", str(root / "configs" / "metadata.json"), "--args_file", str(args_file)]  # fmt: skip
     t0 = time.perf_counter()
@@ -468,10 +468,10 @@ def quality_run(name: str, amp: bool, seed: int, workdir: Path, extra: dict[str,
         raise RuntimeError(f"{name} (amp={amp}, seed={seed}) failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
     history = root / "eval" / "val_history.csv"
     if history.exists():
-        rows = list(csv.DictReader(history.open()))
+        rows = list(csv.DictReader(history.open(encoding="utf-8")))
         score = float(rows[-1][list(rows[-1])[2]])  # the key metric, last validation (= after the same steps)
     else:
-        score = float(json.loads((root / "models" / "model_metrics.json").read_text())["metrics"].popitem()[1])
+        score = float(json.loads((root / "models" / "model_metrics.json").read_text(encoding="utf-8"))["metrics"].popitem()[1])
     log(f"quality {name}: amp={amp} seed={seed}: final validation score {score:.4f} in {time.perf_counter() - t0:.0f}s")
     return score
 
@@ -586,9 +586,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     report = {"machine": describe_machine(args.device), "argv": sys.argv[1:], "peaks_flops": peaks,
               "bundles": results, "quality": quality, "failed": failed}  # fmt: skip
-    (out / "train_speed.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "train_speed.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     table = markdown(results, peaks, quality, args)
-    (out / "train_speed.md").write_text(table)
+    (out / "train_speed.md").write_text(table, encoding="utf-8")
     print("\n" + table)
     log(f"written {out / 'train_speed.json'} and {out / 'train_speed.md'}")
     if failed:

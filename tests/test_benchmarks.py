@@ -17,9 +17,9 @@ def test_train_speed_reports_every_figure(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--bundles", "transfer_segmentation",
            "--steps", "2", "--rounds", "1", "--sw_repeats", "1", "--variants", "fp32", "bf16",
            "--set", "max_val_cases=1", "--output", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    report = json.loads((out / "train_speed.json").read_text())
+    report = json.loads((out / "train_speed.json").read_text(encoding="utf-8"))
     assert report["failed"] == {}
     assert report["peaks_flops"]["bf16"] > 0 and report["peaks_flops"]["fp32"] > 0
     (r,) = report["bundles"]
@@ -30,5 +30,5 @@ def test_train_speed_reports_every_figure(tmp_path):
     assert 0 <= r["data_wait_share"] < 1
     # one training step of a 3D ResNet-10 U-Net on 2 x 48^3 is tens of GFLOP, not zero (the FLOP counter saw it)
     assert 10 < r["gflop_per_step"] < 1000
-    table = (out / "train_speed.md").read_text()
+    table = (out / "train_speed.md").read_text(encoding="utf-8")
     assert "| transfer_segmentation | Med3DSegmenter |" in table and "sliding_window" not in table

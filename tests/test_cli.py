@@ -19,7 +19,7 @@ def test_data_list(capsys):
 def test_datalist_on_real_hippocampus(tmp_path, capsys):
     out_file = tmp_path / "dl.json"
     assert main(["datalist", str(HIPPO), "-o", str(out_file)]) == 0
-    assert len(json.loads(out_file.read_text())) == 260
+    assert len(json.loads(out_file.read_text(encoding="utf-8"))) == 260
     assert "260 image/label pairs" in capsys.readouterr().out
 
 

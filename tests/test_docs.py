@@ -24,7 +24,7 @@ def _mkdocs_build(project: Path, site: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=project, env=env, capture_output=True, text=True, timeout=600,
+        cwd=project, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600,
     )  # fmt: skip
 
 
@@ -112,8 +112,8 @@ def _project(tmp_path: Path, card: str) -> Path:
     (root / "docs" / "_hooks").mkdir(parents=True)
     for hook in ("bundle_pages.py", "cli_reference.py"):
         shutil.copy(HOOKS / hook, root / "docs" / "_hooks" / hook)
-    (root / "docs" / "index.md").write_text("# Home\n\n[Bundles](bundles/index.md)\n")
-    (root / "docs" / "results.md").write_text("# Results\n\n## Table\n\nnumbers\n")
+    (root / "docs" / "index.md").write_text("# Home\n\n[Bundles](bundles/index.md)\n", encoding="utf-8")
+    (root / "docs" / "results.md").write_text("# Results\n\n## Table\n\nnumbers\n", encoding="utf-8")
     (root / "mkdocs.yml").write_text(
         textwrap.dedent(
             """\
@@ -134,17 +134,17 @@ def _project(tmp_path: Path, card: str) -> Path:
                   - bundles/index.md
             """
         )
-    )
+    , encoding="utf-8")
     new = root / "bundles" / "new_bundle"
     (new / "docs").mkdir(parents=True)
     (new / "configs").mkdir()
-    (new / "configs" / "train.json").write_text("{}")
-    (new / "configs" / "metadata.json").write_text('{"version": "0.2.0", "task": "a test task"}')
+    (new / "configs" / "train.json").write_text("{}", encoding="utf-8")
+    (new / "configs" / "metadata.json").write_text('{"version": "0.2.0", "task": "a test task"}', encoding="utf-8")
     (new / "docs" / "curve.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    (new / "docs" / "README.md").write_text(card)
+    (new / "docs" / "README.md").write_text(card, encoding="utf-8")
     other = root / "bundles" / "other_bundle" / "docs"
     other.mkdir(parents=True)
-    (other / "README.md").write_text("# Other bundle\n\nText.\n")
+    (other / "README.md").write_text("# Other bundle\n\nText.\n", encoding="utf-8")
     return root
 
 
@@ -169,7 +169,7 @@ def test_bundle_pages_hook_picks_up_a_new_bundle_and_rewrites_its_links(tmp_path
     result = _mkdocs_build(root, tmp_path / "site")
     assert result.returncode == 0, _log(result)
     site = tmp_path / "site"
-    page = (site / "bundles" / "new_bundle" / "index.html").read_text()
+    page = (site / "bundles" / "new_bundle" / "index.html").read_text(encoding="utf-8")
     assert (site / "bundles" / "other_bundle" / "index.html").is_file()
     assert 'href="../../results/#table"' in page
     assert 'href="../other_bundle/"' in page
@@ -179,7 +179,7 @@ def test_bundle_pages_hook_picks_up_a_new_bundle_and_rewrites_its_links(tmp_path
     assert (site / "assets" / "repo" / "bundles" / "new_bundle" / "docs" / "curve.png").is_file()
     assert "[not a link](nowhere.md)" in page  # code blocks are left alone
     assert "version 0.2.0" in page
-    overview = (site / "bundles" / "index.html").read_text()
+    overview = (site / "bundles" / "index.html").read_text(encoding="utf-8")
     assert "A new bundle" in overview and "Other bundle" in overview and "a test task" in overview
 
 

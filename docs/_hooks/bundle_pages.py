@@ -64,7 +64,7 @@ def _title(card: str, default: str) -> str:
 
 def _metadata(bundle: Path) -> dict:
     try:
-        return json.loads((bundle / "configs" / "metadata.json").read_text())
+        return json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

@@ -136,7 +136,7 @@ def _run_one(
             return rows, 0.0, False
     run_dir.mkdir(parents=True, exist_ok=True)
     args_file = run_dir / "settings.json"
-    args_file.write_text(json.dumps(settings, indent=2))
+    args_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     configs = bundle_dir / "configs"
     command = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -146,13 +146,13 @@ def _run_one(
         "--args_file", str(args_file),
     ]  # fmt: skip
     start = time.time()
-    with open(run_dir / "log.txt", "a") as log:
+    with open(run_dir / "log.txt", "a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
         proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir, check=False)
     seconds = time.time() - start
     if proc.returncode != 0:
-        tail = (run_dir / "log.txt").read_text()[-3000:]
+        tail = (run_dir / "log.txt").read_text(encoding="utf-8")[-3000:]
         raise RuntimeError(
             f"run {run['arm'].label} fraction {run['fraction']} seed {run['seed']} failed (exit {proc.returncode}); "
             f"its log is {run_dir / 'log.txt'}; rerun the benchmark to resume it. Last lines:\n{tail}"
@@ -197,7 +197,7 @@ def run_transfer_benchmark(
     """
     bundle_dir = Path(bundle_dir).resolve()
     output_dir = Path(output_dir).resolve()
-    meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text(encoding="utf-8"))
     metric = metric or next(iter(meta.get("eval_metrics", {"val_mean_dice": 0})))
     ipe = int(iterations_per_epoch or val_every)
     if iterations % ipe or val_every % ipe:
@@ -403,18 +403,18 @@ def write_outputs(summary: dict, histories: Mapping[tuple[str, float, int], list
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metric = summary["metric"]
-    with open(output_dir / "runs.csv", "w", newline="") as f:
+    with open(output_dir / "runs.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["arm", "fraction", "seed", "iteration", metric])
         for (arm, fraction, seed), rows in sorted(histories.items()):
             for r in rows:
                 writer.writerow([arm, fraction, seed, int(r["iteration"]), r.get(metric, "")])
-    with open(output_dir / "summary.csv", "w", newline="") as f:
+    with open(output_dir / "summary.csv", "w", newline="", encoding="utf-8") as f:
         fields = list(summary["rows"][0])
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(summary["rows"])
     plain = {k: v for k, v in summary.items() if k != "curves"}
-    (output_dir / "summary.json").write_text(json.dumps(plain, indent=2, default=str))
-    (output_dir / "summary.md").write_text(_markdown(summary))
+    (output_dir / "summary.json").write_text(json.dumps(plain, indent=2, default=str), encoding="utf-8")
+    (output_dir / "summary.md").write_text(_markdown(summary), encoding="utf-8")
     _plots(summary, output_dir)

@@ -71,7 +71,7 @@ def verify_bundle_metadata(bundle_dir: str) -> dict:
 
     meta_file = os.path.join(bundle_dir, "configs", "metadata.json")
     verify_metadata(meta_file=meta_file, filepath=SCHEMA_PATH)
-    with open(meta_file) as f:
+    with open(meta_file, encoding="utf-8") as f:
         meta = json.load(f)
     if meta["version"] not in meta.get("changelog", {}):
         raise ValueError(f"{meta_file}: version {meta['version']} has no entry in 'changelog'")

@@ -249,10 +249,10 @@ def read_eval_metrics(path: str | os.PathLike) -> tuple[dict[str, float], dict[s
         if p.suffix.lower() == ".csv":
             import csv
 
-            with open(p, newline="") as f:
+            with open(p, newline="", encoding="utf-8") as f:
                 raw = {row["metric"]: row["value"] for row in csv.DictReader(f)}
         else:
-            record = json.loads(p.read_text())
+            record = json.loads(p.read_text(encoding="utf-8"))
             if not isinstance(record, Mapping):
                 raise ValueError("expected a JSON object")
             if isinstance(record.get("metrics"), Mapping):
@@ -441,7 +441,7 @@ def write_large_files(
             '    hash_type: "sha256"',
         ]
     out = root / filename
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(out)
 
 
@@ -674,7 +674,7 @@ def release_bundle(
             "weights and pass --eval-metrics."
         )
 
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     previous = str(meta.get("version", ""))
     new_version = str(version).strip() if version else bump_version(previous)
     if not _SEMVER.match(new_version):
@@ -708,7 +708,7 @@ def release_bundle(
 
         new_meta, meta_warnings = _updated_metadata(meta, new_version, figures, provenance, notes)
         warnings_ += meta_warnings
-        (staging / "configs" / "metadata.json").write_text(json.dumps(new_meta, indent=4) + "\n")
+        (staging / "configs" / "metadata.json").write_text(json.dumps(new_meta, indent=4) + "\n", encoding="utf-8")
 
         weights = [_MODEL_FILE]
         shape: tuple[int, ...] | None = None

@@ -175,7 +175,7 @@ def builtin_dataset_dir(name: str, cache_dir: str | None = None, n_cases: int | 
             tmp.mkdir()
             spec.generate(str(tmp), n_cases, seed)
             stamp = dict(expected, created=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - start, 1))
-            (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2))
+            (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2), encoding="utf-8")
             old = None
             if final.exists():
                 old = root / f".{key}.old-{uuid.uuid4().hex[:8]}"
@@ -191,7 +191,7 @@ def builtin_dataset_dir(name: str, cache_dir: str | None = None, n_cases: int | 
 
 def _stamp_matches(folder: Path, expected: dict) -> bool:
     try:
-        stamp = json.loads((folder / STAMP_FILE).read_text())
+        stamp = json.loads((folder / STAMP_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return all(stamp.get(k) == v for k, v in expected.items())

@@ -481,7 +481,7 @@ def _read_json(path: Path, layout: str, hint_name: str) -> dict:
             f"{path.parent}) {_SYNTHETIC_HINT.format(hint_name)}."
         )
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise DatalistError(f"{path} is not valid JSON ({e}); fix or re-download it.") from e
 
@@ -1118,7 +1118,7 @@ def csv_datalist(csv_path: str | os.PathLike, image_col: str = "image", label_co
         raise DatalistError(
             f"{path} not found: check the CSV path {_SYNTHETIC_HINT.format('volume3d_classification')}."
         )
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         wanted = [c for c in (image_col, label_col) if c is not None]
@@ -1163,7 +1163,7 @@ def detect_layout(path: str | os.PathLike) -> str:
         )
     if (p / "dataset.json").is_file():
         try:
-            meta = json.loads((p / "dataset.json").read_text())
+            meta = json.loads((p / "dataset.json").read_text(encoding="utf-8"))
         except ValueError as e:
             raise DatalistError(f"{p / 'dataset.json'} is not valid JSON ({e}); fix or re-download it.") from e
         if "channel_names" in meta:
@@ -1542,7 +1542,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
-        partial.write_text(text)
+        partial.write_text(text, encoding="utf-8")
         os.replace(partial, out)
     finally:
         if partial.exists():

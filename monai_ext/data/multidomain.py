@@ -101,7 +101,7 @@ def _split_task(task_dir: str, items: list[dict], val_fraction: float, seed: int
         return split_datalist(items, val_fraction=val_fraction, seed=seed)
     import json
 
-    with open(split_file) as f:
+    with open(split_file, encoding="utf-8") as f:
         splits = json.load(f)
     train_ids, val_ids = set(splits.get("train", [])), set(splits.get("val", []) or splits.get("validation", []))
     if not train_ids or not val_ids:
@@ -225,7 +225,7 @@ def save_domains(domains: Sequence[dict], path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     keep = ("name", "num_classes", "labels", "modality", "spacing")
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump([{k: d[k] for k in keep if k in d} for d in domains], f, indent=2)
     os.replace(tmp, path)
     return path
@@ -240,7 +240,7 @@ def load_domains(path: str) -> list[dict]:
             f"{path} not found: it is written when the co-training bundle trains. Train first, or copy the "
             "domains.json that came with the weights next to them."
         )
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         domains = json.load(f)
     for d in domains:
         d["labels"] = {int(k): v for k, v in d.get("labels", {}).items()}

@@ -909,7 +909,7 @@ def write_decathlon_task(
         "training": training,
         "test": [],
     }
-    (root / "dataset.json").write_text(json.dumps(meta, indent=4))
+    (root / "dataset.json").write_text(json.dumps(meta, indent=4), encoding="utf-8")
     return str(root)
 
 
@@ -1220,7 +1220,7 @@ def write_image_mask_segmentation(
         "training": training,
         "test": [],
     }
-    (root / "dataset.json").write_text(json.dumps(meta, indent=4))
+    (root / "dataset.json").write_text(json.dumps(meta, indent=4), encoding="utf-8")
     return str(root)
 
 
@@ -1307,9 +1307,9 @@ def write_volume_classification(
         rel = f"images/nodule_{i + 1:04d}.nii.gz"
         _save_nifti(image, _affine(spacing, shape, (0, 0, 0), False), root / rel)
         rows.append((rel, int(label)))
-    with open(root / "labels.csv", "w", newline="") as f:
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "label"])
         writer.writerows(rows)
-    (root / "classes.json").write_text(json.dumps({str(k): v for k, v in VOLUME_CLASSIFICATION_CLASSES.items()}))
+    (root / "classes.json").write_text(json.dumps({str(k): v for k, v in VOLUME_CLASSIFICATION_CLASSES.items()}), encoding="utf-8")
     return str(root)

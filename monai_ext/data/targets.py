@@ -47,7 +47,7 @@ def _class_names(dataset_dir: Path, report_labels: dict, items: list[dict]) -> l
         return [report_labels[k] for k in sorted(report_labels)]
     classes_json = (dataset_dir if dataset_dir.is_dir() else dataset_dir.parent) / "classes.json"
     if classes_json.is_file():
-        names = json.loads(classes_json.read_text())
+        names = json.loads(classes_json.read_text(encoding="utf-8"))
         names = {int(k): v for k, v in names.items()} if isinstance(names, dict) else dict(enumerate(names))
         return [names[k] for k in sorted(names)]
     values = sorted({int(it["label"]) for it in items if isinstance(it.get("label"), (int, np.integer))})

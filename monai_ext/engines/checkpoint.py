@@ -267,7 +267,7 @@ class BestModelSaver:
         self.mode = mode
         self.best: float | None = None
         if os.path.exists(self.metrics_path):
-            with open(self.metrics_path) as f:
+            with open(self.metrics_path, encoding="utf-8") as f:
                 self.best = json.load(f).get("metrics", {}).get(metric_name)
 
     def attach(self, engine: Engine) -> None:
@@ -293,7 +293,7 @@ class BestModelSaver:
         else:  # an evaluator run by ValidationHandler carries the trainer's epoch
             record.update(epoch=engine.state.epoch)
         tmp = self.metrics_path + ".tmp"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
         os.replace(tmp, self.metrics_path)
         logger.info(f"new best {self.metric_name} = {value:.4f}: saved {self.model_path}")

@@ -350,7 +350,7 @@ def initialise_network(
         )
     if record_path is not None and is_main_process():
         os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
-        with open(record_path, "w") as f:
+        with open(record_path, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
     return network
 

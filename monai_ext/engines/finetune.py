@@ -44,7 +44,7 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.I
 def _write_json_atomic(obj, path: str | PathLike) -> None:
     """Write JSON to a temporary file and rename it, so a reader never sees half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f"{path}.tmp", "w") as f:
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, default=str)
     os.replace(f"{path}.tmp", path)
 
@@ -220,7 +220,7 @@ class ValidationHistoryWriter:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         new_file = not os.path.exists(self.path)
         if not new_file:
-            with open(self.path, newline="") as f:
+            with open(self.path, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
             if header != list(row):
                 new_file = True  # other metrics than the file's: start it again
@@ -233,7 +233,7 @@ class ValidationHistoryWriter:
 
 def read_validation_history(path: str | PathLike) -> list[dict[str, float]]:
     """Rows of a :class:`ValidationHistoryWriter` file, numbers as floats, sorted by iteration (last row wins)."""
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     return sorted({int(r["iteration"]): r for r in rows}.values(), key=lambda r: r["iteration"])
 
@@ -265,7 +265,7 @@ def load_network_spec(ckpt_dir: str | PathLike) -> dict:
             f"{path} not found: it is written when the bundle trains and describes the network of models/model.pt. "
             "Train the bundle first (configs/train.json), or copy network.json along with model.pt."
         )
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -310,7 +310,7 @@ class ClassProbabilityWriter:
         if not is_main_process() or not self.rows:
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(f"{self.path}.tmp", "w", newline="") as f:
+        with open(f"{self.path}.tmp", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
             writer.writeheader()
             writer.writerows(self.rows)

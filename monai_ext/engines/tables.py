@@ -73,7 +73,7 @@ def write_per_class_table(
     """
     rows = per_class_scores(details, classes, metric)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["class", "index", metric, "n_cases"])
         writer.writeheader()
         for row in rows:

@@ -409,7 +409,7 @@ def _bundle_network_kwargs(spec_file: Path, architecture: str) -> dict:
     "backbone_kwargs"}``."""
     if not spec_file.is_file():
         return {}
-    spec = json.loads(spec_file.read_text())
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
     if spec.get("architecture") == architecture:
         return dict(spec.get("kwargs") or {})
     if f"suprem-{spec.get('backbone')}" == architecture:

@@ -36,7 +36,7 @@ from monai_ext.engines.checkpoint import BestModelSaver
 SOURCE_BUNDLE = "abdomenatlas_supervised_pretraining"
 #: the source bundle's version, and the one a release without ``version`` gives (the next patch version)
 SOURCE_VERSION = json.loads(
-    (Path(__file__).resolve().parents[2] / "bundles" / SOURCE_BUNDLE / "configs" / "metadata.json").read_text()
+    (Path(__file__).resolve().parents[2] / "bundles" / SOURCE_BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8")
 )["version"]
 NEXT_VERSION = bump_version(SOURCE_VERSION)
 NETWORK_JSON = {
@@ -53,7 +53,7 @@ def _make_trained_bundle(repo_root: Path, dest: Path, name: str = "tiny_atlas") 
     src = repo_root / "bundles" / SOURCE_BUNDLE
     shutil.copytree(src, bundle, ignore=shutil.ignore_patterns("models", "logs", "eval", "runs", "__pycache__"))
     (bundle / "models").mkdir()
-    (bundle / "models" / "network.json").write_text(json.dumps(NETWORK_JSON))
+    (bundle / "models" / "network.json").write_text(json.dumps(NETWORK_JSON), encoding="utf-8")
     torch.manual_seed(0)
     network = build_bundle_network(bundle)  # the bundle's own network_def, through ConfigParser
     evaluator = Engine(lambda engine, batch: None)
@@ -66,7 +66,7 @@ def _make_trained_bundle(repo_root: Path, dest: Path, name: str = "tiny_atlas") 
     (bundle / "logs").mkdir()
     (bundle / "logs" / "events.out.tfevents.1").write_bytes(b"log")
     (bundle / "eval").mkdir()
-    (bundle / "eval" / "metrics.csv").write_text("metric,value\nval_mean_dice,0.7312\n")
+    (bundle / "eval" / "metrics.csv").write_text("metric,value\nval_mean_dice,0.7312\n", encoding="utf-8")
     return bundle, {k: v.clone() for k, v in network.state_dict().items()}
 
 
@@ -104,7 +104,7 @@ def test_release_folder_holds_the_bundle_without_training_outputs(released):
 
 def test_metadata_has_new_version_changelog_and_measured_figures(released):
     meta = verify_bundle_metadata(released["release"].bundle_dir)  # still valid offline
-    source = json.loads((released["bundle"] / "configs" / "metadata.json").read_text())
+    source = json.loads((released["bundle"] / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert source["version"] == SOURCE_VERSION  # the source bundle is left as it was
     assert meta["version"] == NEXT_VERSION == released["release"].version
     assert list(meta["changelog"])[:2] == [NEXT_VERSION, SOURCE_VERSION]
@@ -115,7 +115,7 @@ def test_metadata_has_new_version_changelog_and_measured_figures(released):
 
 def test_large_files_lists_checksums_that_monai_verifies(released, tmp_path):
     out = Path(released["release"].bundle_dir)
-    entries = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
+    entries = yaml.safe_load((out / "large_files.yml").read_text(encoding="utf-8"))["large_files"]
     assert [e["path"] for e in entries] == ["models/model.pt", "models/model.ts"]
     for entry in entries:
         assert set(entry) == {"path", "url", "hash_val", "hash_type"}
@@ -173,7 +173,7 @@ def test_push_to_hf_hub_dry_run_lists_files_offline(released):
 def test_cli_release_with_version_notes_metrics_file_and_dry_run(repo_root, tmp_path, capsys):
     bundle, _ = _make_trained_bundle(repo_root, tmp_path / "work", name="cli_atlas")
     figures = tmp_path / "test_set.json"
-    figures.write_text(json.dumps({"test_mean_dice": 0.69, "note": "held-out"}))
+    figures.write_text(json.dumps({"test_mean_dice": 0.69, "note": "held-out"}), encoding="utf-8")
     argv = [
         "release", str(bundle), "-o", str(tmp_path / "out"), "--version", "0.2.0", "--notes", "held-out test figures",
         "--eval-metrics", str(figures), "--no-torchscript", "--push-to-hf-hub", "someone/cli_atlas", "--dry-run",
@@ -182,11 +182,11 @@ def test_cli_release_with_version_notes_metrics_file_and_dry_run(repo_root, tmp_
     out = capsys.readouterr().out
     assert f"released cli_atlas {SOURCE_VERSION} -> 0.2.0" in out and "dry run: would upload" in out
     released_dir = tmp_path / "out" / "cli_atlas"
-    meta = json.loads((released_dir / "configs" / "metadata.json").read_text())
+    meta = json.loads((released_dir / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["version"] == "0.2.0" and meta["eval_metrics"] == {"test_mean_dice": 0.69}
     assert meta["changelog"]["0.2.0"].startswith("held-out test figures; evaluation: test_mean_dice = 0.6900")
     assert not (released_dir / "models" / "model.ts").exists()
-    assert [e["path"] for e in yaml.safe_load((released_dir / "large_files.yml").read_text())["large_files"]] == [
+    assert [e["path"] for e in yaml.safe_load((released_dir / "large_files.yml").read_text(encoding="utf-8"))["large_files"]] == [
         "models/model.pt"
     ]
     assert (tmp_path / "out" / "cli_atlas_v0.2.0.zip").is_file()
@@ -236,9 +236,9 @@ def test_weights_of_another_architecture_name_the_mismatched_keys(repo_root, tmp
     assert "missing key(s)" in message and "convInit.conv.weight" in message
     assert "unexpected key(s)" in message and next(iter(other.state_dict())) in message
     # same architecture, other configuration (3 classes instead of 2): the shape mismatch is named
-    (bundle / "models" / "network.json").write_text(json.dumps(dict(NETWORK_JSON, classes=["a", "b", "c"])))
+    (bundle / "models" / "network.json").write_text(json.dumps(dict(NETWORK_JSON, classes=["a", "b", "c"])), encoding="utf-8")
     torch.save(build_bundle_network(bundle).state_dict(), bundle / "models" / "model.pt")
-    (bundle / "models" / "network.json").write_text(json.dumps(NETWORK_JSON))
+    (bundle / "models" / "network.json").write_text(json.dumps(NETWORK_JSON), encoding="utf-8")
     with pytest.raises(BundleReleaseError, match=r"conv_final\.2\.conv\.weight \(3, 8, 1, 1, 1\) in the file"):
         release_bundle(bundle, tmp_path / "out")
     assert not (tmp_path / "out" / "tiny_atlas").exists()
@@ -249,11 +249,11 @@ def test_missing_figures_and_failed_torchscript_say_what_to_do(repo_root, tmp_pa
     (bundle / "models" / "model_metrics.json").unlink()
     with pytest.raises(FileNotFoundError, match="--eval-metrics"):
         release_bundle(bundle, tmp_path / "out")
-    (bundle / "eval" / "metrics.csv").write_text("metric,value\nval_mean_dice,0.700000\n")
+    (bundle / "eval" / "metrics.csv").write_text("metric,value\nval_mean_dice,0.700000\n", encoding="utf-8")
     meta_path = bundle / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["network_data_format"]["inputs"]["image"]["num_channels"] = 3  # the network takes one channel
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(BundleReleaseError, match="--no-torchscript") as e:
         release_bundle(bundle, tmp_path / "out", eval_metrics=bundle / "eval" / "metrics.csv")
     assert "TorchScript export" in str(e.value) and "[1, 3, 8, 8, 8]" in str(e.value)
@@ -282,13 +282,13 @@ def test_small_helpers():
 
 def test_read_eval_metrics_formats(tmp_path):
     saver = tmp_path / "model_metrics.json"
-    saver.write_text(json.dumps({"metric_name": "acc", "metrics": {"acc": 0.9, "cases": [1]}, "epoch": 3}))
+    saver.write_text(json.dumps({"metric_name": "acc", "metrics": {"acc": 0.9, "cases": [1]}, "epoch": 3}), encoding="utf-8")
     assert read_eval_metrics(saver) == ({"acc": 0.9}, {"metric_name": "acc", "epoch": 3})
     flat = tmp_path / "flat.json"
-    flat.write_text(json.dumps({"dice": "0.5", "ok": True}))
+    flat.write_text(json.dumps({"dice": "0.5", "ok": True}), encoding="utf-8")
     assert read_eval_metrics(flat)[0] == {"dice": 0.5}
     empty = tmp_path / "empty.json"
-    empty.write_text(json.dumps({"note": "x"}))
+    empty.write_text(json.dumps({"note": "x"}), encoding="utf-8")
     with pytest.raises(BundleReleaseError, match="no numeric figure"):
         read_eval_metrics(empty)
 

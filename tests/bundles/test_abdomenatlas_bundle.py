@@ -61,7 +61,7 @@ def _copy_bundle(tmp_path: Path) -> Path:
 
 def _run_bundle(bundle: Path, configs: list[str], overrides: dict, tmp_path: Path, name: str) -> str:
     args_file = tmp_path / f"{name}_args.json"
-    args_file.write_text(json.dumps({"bundle_root": str(bundle), **overrides}))
+    args_file.write_text(json.dumps({"bundle_root": str(bundle), **overrides}), encoding="utf-8")
     files = [str(bundle / "configs" / c) for c in configs]
     command = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -71,7 +71,7 @@ def _run_bundle(bundle: Path, configs: list[str], overrides: dict, tmp_path: Pat
         "--args_file", str(args_file),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{name} failed:\n{out[-6000:]}"
     return out
@@ -138,7 +138,7 @@ def test_backbone_trains_and_exports_suprem_format(backbone: str, tmp_path: Path
     models = bundle / "models"
     assert "val_mean_dice" in out and (models / "model.pt").exists(), out[-3000:]
 
-    saved = json.loads((models / "network.json").read_text())
+    saved = json.loads((models / "network.json").read_text(encoding="utf-8"))
     assert saved == {"backbone": backbone, "backbone_kwargs": SMALL[backbone], "classes": list(ABDOMENATLAS_CLASSES)}
     state = torch.load(models / "model.pt", weights_only=True)
     head = SUPREM_HEAD_KEYS[backbone] + ".weight"
@@ -168,7 +168,7 @@ def test_partial_labels_train_evaluate_and_infer_per_class(tmp_path: Path):
     }
     _run_bundle(bundle, ["train.json"], settings, tmp_path, "train")
     _run_bundle(bundle, ["train.json", "evaluate.json"], settings, tmp_path, "evaluate")
-    with open(bundle / "eval" / "per_class_dice.csv") as f:
+    with open(bundle / "eval" / "per_class_dice.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["class"] for r in rows] == [*classes, "mean"]
     assert all(r["dice"] == "" or 0.0 <= float(r["dice"]) <= 1.0 for r in rows)

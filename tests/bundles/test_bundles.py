@@ -67,7 +67,7 @@ def _bundle_copy(bundle: Path, tmp_path: Path) -> Path:
 
 
 def _smoke(bundle: Path) -> dict:
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     return {**SMOKE, **meta.get("smoke_test_overrides", {})}
 
 
@@ -78,7 +78,7 @@ def _env() -> dict:
 
 def _run(args: list[str], cwd: Path, timeout: int = 900) -> str:
     proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, check=False
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out[-6000:]}"
@@ -88,7 +88,7 @@ def _run(args: list[str], cwd: Path, timeout: int = 900) -> str:
 def _bundle_args(bundle: Path, configs: list[str], overrides: dict, tmp_path: Path, name: str) -> list[str]:
     """Arguments of ``python`` for ``monai.bundle run`` of ``configs`` with ``overrides`` (in an args file)."""
     args_file = tmp_path / f"{name}_args.json"
-    args_file.write_text(json.dumps({"bundle_root": str(bundle), **overrides}))
+    args_file.write_text(json.dumps({"bundle_root": str(bundle), **overrides}), encoding="utf-8")
     files = [str(bundle / "configs" / c) for c in configs]
     config_arg = files[0] if len(files) == 1 else json.dumps(files)
     return [
@@ -111,13 +111,13 @@ def test_layout_and_metadata(bundle: Path):
     meta = verify_bundle_metadata(str(bundle))
     assert meta["version"] in meta["changelog"]
     assert os.path.exists(SCHEMA_PATH)
-    train = json.loads((bundle / "configs" / "train.json").read_text())
+    train = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
     absent = [k for k in HARNESS_SETTINGS if k not in train]
     assert not absent, f"{bundle.name}/configs/train.json lacks the settings {absent}"
     for cfg in (bundle / "configs").glob("*.json"):
-        short = [t for t in _targets(json.loads(cfg.read_text())) if "." not in t]
+        short = [t for t in _targets(json.loads(cfg.read_text(encoding="utf-8"))) if "." not in t]
         assert not short, f"{cfg}: use fully dotted _target_ paths, not {short}"
-    card = (bundle / "docs" / "README.md").read_text()
+    card = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     assert len(card) > 1500 and "python -m monai.bundle run" in card, "model card must give the recipe and commands"
 
 
@@ -197,7 +197,7 @@ def test_train_resume_evaluate_infer_export(bundle: Path, tmp_path: Path):
 def test_multi_gpu_config_under_torchrun(bundle: Path, tmp_path: Path):
     copy = _bundle_copy(bundle, tmp_path)
     args_file = tmp_path / "ddp_args.json"
-    args_file.write_text(json.dumps({"bundle_root": str(copy), **_smoke(bundle)}))
+    args_file.write_text(json.dumps({"bundle_root": str(copy), **_smoke(bundle)}), encoding="utf-8")
     configs = json.dumps([str(copy / "configs" / "train.json"), str(copy / "configs" / "multi_gpu_train.json")])
     out = _run(
         ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),

@@ -38,10 +38,10 @@ def test_segmentation_from_medicalnet_checkpoint_with_frozen_encoder(tmp_path):
     overrides = {**TINY, "source": "medicalnet-resnet10", "pretrained_path": str(ckpt), "freeze_encoder": True}
     out = _bundle_run(copy, ["train.json"], overrides, tmp_path, "train")
     assert "72 loaded" in out, out[-3000:]
-    record = json.loads((copy / "models" / "initialisation.json").read_text())
+    record = json.loads((copy / "models" / "initialisation.json").read_text(encoding="utf-8"))
     assert record["source"] == "medicalnet-resnet10" and record["counts"]["loaded"] == 72
     assert record["counts"]["missing"] == 0 and all(k.startswith("head.") for k in record["initialised"])
-    spec = json.loads((copy / "models" / "network.json").read_text())
+    spec = json.loads((copy / "models" / "network.json").read_text(encoding="utf-8"))
     assert spec["architecture"] == "med3d-resnet10" and spec["class_names"][0] == "background"
     trained = torch.load(copy / "models" / "checkpoint_epoch=1.pt", weights_only=True)["network"]
     for key, value in encoder.state_dict().items():  # frozen: weights and normalisation statistics unchanged
@@ -62,12 +62,12 @@ def test_classification_from_suprem_checkpoint(tmp_path):
     overrides = {**TINY, "patch_size": [32, 32, 32], "batch_size": 4, "max_val_cases": 6,
                  "source": "suprem-segresnet", "pretrained_path": str(path)}  # fmt: skip
     _bundle_run(copy, ["train.json"], overrides, tmp_path, "train")
-    record = json.loads((copy / "models" / "initialisation.json").read_text())
+    record = json.loads((copy / "models" / "initialisation.json").read_text(encoding="utf-8"))
     assert record["counts"]["missing"] == 0 and record["counts"]["loaded"] > 50
     assert record["initialised"] == ["fc.weight", "fc.bias"]
     assert any(k.startswith("up_layers") for k in record["unused_source_keys"])  # the decoder a classifier lacks
     _bundle_run(copy, ["inference.json"], {"patch_size": [32, 32, 32], "max_cases": 3}, tmp_path, "infer")
-    lines = (copy / "eval" / "predictions.csv").read_text().splitlines()
+    lines = (copy / "eval" / "predictions.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("image,predicted,predicted_name,prob_no_nodule") and len(lines) == 4
 
 
@@ -135,9 +135,9 @@ def test_benchmark_command_end_to_end(tmp_path):
     assert "[benchmark] 4/4" in printed and "finished" in printed
     for name in ("runs.csv", "summary.csv", "summary.md", "curves.png", "fractions.png"):
         assert (out_dir / name).stat().st_size > 0, name
-    table = (out_dir / "summary.md").read_text()
+    table = (out_dir / "summary.md").read_text(encoding="utf-8")
     assert "| medicalnet | medicalnet-resnet10 |" in table and "| scratch | scratch |" in table
-    runs = (out_dir / "runs.csv").read_text().splitlines()
+    runs = (out_dir / "runs.csv").read_text(encoding="utf-8").splitlines()
     assert len(runs) == 1 + 4 * 3  # 4 runs x validations at 0, 1, 2
     # a second call finds every run finished and repeats nothing
     again = _run(args, cwd=tmp_path)

@@ -30,7 +30,7 @@ CLASSES = ["background", "disc", "square", "triangle"]
 
 def test_segmentation_overlay_parses(tmp_path: Path):
     for name in ("train_segmentation.json", "evaluate_segmentation.json"):
-        short = [t for t in _targets(json.loads((BUNDLE / "configs" / name).read_text())) if "." not in t]
+        short = [t for t in _targets(json.loads((BUNDLE / "configs" / name).read_text(encoding="utf-8"))) if "." not in t]
         assert not short, f"{name}: use fully dotted _target_ paths, not {short}"
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / c) for c in TRAIN])
@@ -62,8 +62,8 @@ def test_segmentation_train_resume_evaluate_and_transfer(tmp_path: Path):
     out = _bundle_run(copy, TRAIN, smoke, tmp_path, "train")
     for name in ("model.pt", "checkpoint_epoch=1.pt", "encoder_medicalnet.pth", "model_metrics.json"):
         assert (models / name).exists(), f"training wrote no models/{name}:\n{out[-3000:]}"
-    assert json.loads((models / "classes.json").read_text()) == CLASSES
-    assert json.loads((models / "model_metrics.json").read_text())["metric_name"] == "val_mean_dice"
+    assert json.loads((models / "classes.json").read_text(encoding="utf-8")) == CLASSES
+    assert json.loads((models / "model_metrics.json").read_text(encoding="utf-8"))["metric_name"] == "val_mean_dice"
     state = torch.load(models / "model.pt", weights_only=True)
     assert any(k.startswith("decoder.") for k in state) and state["decoder.classifier.weight"].shape[0] == 4
 
@@ -73,10 +73,10 @@ def test_segmentation_train_resume_evaluate_and_transfer(tmp_path: Path):
     assert ckpt["trainer"]["iteration"] == 2 * smoke["iterations_per_epoch"], "resumed run did not continue"
 
     _bundle_run(copy, [*TRAIN, "evaluate_segmentation.json"], smoke, tmp_path, "evaluate")
-    with open(copy / "eval" / "metrics.csv") as f:
+    with open(copy / "eval" / "metrics.csv", encoding="utf-8") as f:
         metrics = {row["metric"]: float(row["value"]) for row in csv.DictReader(f)}
     assert set(metrics) == {"val_mean_dice"} and 0.0 <= metrics["val_mean_dice"] <= 1.0
-    with open(copy / "eval" / "per_class_dice.csv") as f:
+    with open(copy / "eval" / "per_class_dice.csv", encoding="utf-8") as f:
         assert [row["class"] for row in csv.DictReader(f)] == [*CLASSES[1:], "mean"]
 
     # the exported encoder fine-tunes at depth 32 with depth striding on

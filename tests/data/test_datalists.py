@@ -52,14 +52,14 @@ def _make_decathlon(root: Path, n: int = 3, labels: dict | None = None) -> Path:
         "training": training,
         "test": [],
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 
 def _edit_json(task: Path, **changes) -> None:
-    meta = json.loads((task / "dataset.json").read_text())
+    meta = json.loads((task / "dataset.json").read_text(encoding="utf-8"))
     meta.update(changes)
-    (task / "dataset.json").write_text(json.dumps(meta))
+    (task / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_decathlon_json_that_lies(tmp_path):
     _edit_json(
         task,
         numTraining=4,
-        training=json.loads((task / "dataset.json").read_text())["training"]
+        training=json.loads((task / "dataset.json").read_text(encoding="utf-8"))["training"]
         + [{"image": "./imagesTr/ghost.nii.gz", "label": "./labelsTr/ghost.nii.gz"}],
     )
     with pytest.raises(DatalistError, match="ghost.nii.gz"):
@@ -160,9 +160,9 @@ def test_decathlon_json_that_lies(tmp_path):
 
 def test_decathlon_entry_without_label(tmp_path):
     task = _make_decathlon(tmp_path / "Task01_Tiny")
-    meta = json.loads((task / "dataset.json").read_text())
+    meta = json.loads((task / "dataset.json").read_text(encoding="utf-8"))
     del meta["training"][2]["label"]
-    (task / "dataset.json").write_text(json.dumps(meta))
+    (task / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(DatalistError, match=r"no_label.*case_2"):
         dl.decathlon_datalist(task)
 
@@ -180,7 +180,7 @@ def test_empty_and_missing_folders(tmp_path):
     with pytest.raises(DatalistError, match="holds no class folder"):
         dl.image_folder_datalist(tmp_path / "empty", split=None)
     (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "notes.txt").write_text("nothing here")
+    (tmp_path / "junk" / "notes.txt").write_text("nothing here", encoding="utf-8")
     with pytest.raises(DatalistError, match="no known dataset layout"):
         dl.build_datalist(tmp_path / "junk")
 
@@ -305,7 +305,7 @@ def _make_nnunet(root: Path, cases=("la_003", "la_004"), channels=2) -> Path:
         "numTraining": len(cases),
         "file_ending": ".nii.gz",
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 
@@ -335,9 +335,9 @@ def test_nnunet_missing_channel_and_unlabelled_case(tmp_path):
     with pytest.raises(DatalistError, match=r"case 'la_009' has images but no labelsTr/la_009\.nii\.gz"):
         dl.nnunet_datalist(root)
     root = _make_nnunet(tmp_path / "Dataset029_Tiny")
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     del meta["file_ending"]
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(DatalistError, match="lacks \\['file_ending'\\]"):
         dl.nnunet_datalist(root)
 
@@ -405,11 +405,11 @@ def test_itk_formats_round_trip(tmp_path):
 
 def test_itk_unreadable_and_empty_dicom_folder(tmp_path):
     pytest.importorskip("itk")
-    (tmp_path / "broken.mha").write_text("this is not a MetaImage header")
+    (tmp_path / "broken.mha").write_text("this is not a MetaImage header", encoding="utf-8")
     with pytest.raises(DatalistError, match="broken.mha: unreadable image"):
         dl.read_volume_header(tmp_path / "broken.mha")
     (tmp_path / "no_dicom").mkdir()
-    (tmp_path / "no_dicom" / "readme.txt").write_text("empty")
+    (tmp_path / "no_dicom" / "readme.txt").write_text("empty", encoding="utf-8")
     with pytest.raises(DatalistError, match="no DICOM series found"):
         dl.read_volume_header(tmp_path / "no_dicom")
 
@@ -462,7 +462,7 @@ def test_image_folder_extensions_and_class_indices(tmp_path):
     ):
         (root / split / cls).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (12, 9), (200, 10, 10)).save(root / split / cls / name)
-    (root / "train" / "dog" / "notes.txt").write_text("not an image")
+    (root / "train" / "dog" / "notes.txt").write_text("not an image", encoding="utf-8")
     with pytest.warns(DatalistWarning, match="notes.txt"):
         train, classes = dl.image_folder_datalist(root, "train")
     assert classes == ["cat", "dog"] and len(train) == 5
@@ -488,7 +488,7 @@ def test_image_folder_extensions_and_class_indices(tmp_path):
 def test_csv_datalist(tmp_path):
     _save(tmp_path / "data" / "images" / "v1.nii.gz", np.zeros((6, 6, 6), np.int16))
     _save(tmp_path / "data" / "images" / "v2.nii.gz", np.zeros((6, 6, 6), np.int16))
-    (tmp_path / "data" / "labels.csv").write_text("image,label,site\nimages/v1.nii.gz,1,A\nimages/v2.nii.gz,0,B\n")
+    (tmp_path / "data" / "labels.csv").write_text("image,label,site\nimages/v1.nii.gz,1,A\nimages/v2.nii.gz,0,B\n", encoding="utf-8")
     items = dl.csv_datalist(tmp_path / "data" / "labels.csv")
     assert items[0] == {"image": str(tmp_path / "data" / "images" / "v1.nii.gz"), "label": 1, "site": "A"}
     assert dl.detect_layout(tmp_path / "data") == "csv"
@@ -496,7 +496,7 @@ def test_csv_datalist(tmp_path):
     assert report.layout == "csv" and report.n_pairs == 2 and report.ok
     with pytest.raises(DatalistError, match=r"no column \['target'\] \(columns: \['image', 'label', 'site'\]\)"):
         dl.csv_datalist(tmp_path / "data" / "labels.csv", label_col="target")
-    (tmp_path / "data" / "labels.csv").write_text("image,label\nimages/v3.nii.gz,1\n")
+    (tmp_path / "data" / "labels.csv").write_text("image,label\nimages/v3.nii.gz,1\n", encoding="utf-8")
     _, report = dl.build_datalist(tmp_path / "data" / "labels.csv")
     assert [p.kind for p in report.errors] == ["missing"] and "v3.nii.gz" in report.errors[0].path
 
@@ -552,7 +552,7 @@ def _make_image_mask(root: Path, n: int = 3, with_json: bool = True) -> Path:
         mask.save(root / "masks" / f"img_{i}.png")
     if with_json:
         labels = {"0": "background", "1": "cat", "2": "dog"}
-        (root / "dataset.json").write_text(json.dumps({"name": "tiny2d", "labels": labels}))
+        (root / "dataset.json").write_text(json.dumps({"name": "tiny2d", "labels": labels}), encoding="utf-8")
     return root
 
 
@@ -611,7 +611,7 @@ def test_image_mask_folder_unpaired_and_skipped_files_are_named(tmp_path):
         dl.image_mask_folder_datalist(root)
     os.remove(root / "images" / "img_2.png")
     os.remove(root / "images" / "img_3.jpg")
-    (root / "images" / "notes.txt").write_text("not an image")
+    (root / "images" / "notes.txt").write_text("not an image", encoding="utf-8")
     with pytest.warns(DatalistWarning) as record:
         items = dl.image_mask_folder_datalist(root)
     messages = " ".join(str(w.message) for w in record)
@@ -648,11 +648,11 @@ def test_image_mask_folder_broken_files(tmp_path):
 
 def test_image_mask_folder_labels_must_be_indices(tmp_path):
     root = _make_image_mask(tmp_path / "seg", n=1)
-    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "2": "dog"}}))
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "2": "dog"}}), encoding="utf-8")
     with pytest.raises(DatalistError, match=r"label values \[0, 2\] are not 0\.\.1"):
         dl.image_mask_folder_labels(root)
-    (root / "dataset.json").write_text(json.dumps({"name": "no labels"}))
+    (root / "dataset.json").write_text(json.dumps({"name": "no labels"}), encoding="utf-8")
     with pytest.raises(DatalistError, match="has no 'labels'"):
         dl.image_mask_folder_labels(root)
-    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "cat": 1}}))  # nnU-Net style
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "cat": 1}}), encoding="utf-8")  # nnU-Net style
     assert dl.image_mask_folder_labels(root) == ["background", "cat"]

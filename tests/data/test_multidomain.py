@@ -39,7 +39,7 @@ def _task(root: Path, name: str, spacings, labels=("background", "organ")) -> Pa
         "name": name, "modality": {"0": "CT"}, "labels": {str(i): l for i, l in enumerate(labels)},
         "numTraining": len(training), "numTest": 0, "training": training, "test": [],
     }  # fmt: skip
-    (task / "dataset.json").write_text(json.dumps(meta))
+    (task / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return task
 
 

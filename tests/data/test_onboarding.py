@@ -40,7 +40,7 @@ def _check_bundle_commands(markdown: str) -> int:
         train = BUNDLES / m.group(1) / "configs" / "train.json"
         if not train.is_file():
             continue
-        keys = set(json.loads(train.read_text()))
+        keys = set(json.loads(train.read_text(encoding="utf-8")))
         for setting in re.findall(r"--(\w+)", block):
             if setting != "config_file":
                 assert setting in keys, f"--{setting} is not a setting of {train}"
@@ -63,9 +63,9 @@ def test_cli_onboard_hippocampus(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "260 usable image/label pairs, 0 errors" in out and "verdict: ready" in out
-    items = json.loads(datalist.read_text())
+    items = json.loads(datalist.read_text(encoding="utf-8"))
     assert len(items) == 260 and items[0]["image"].startswith(str(HIPPOCAMPUS))
-    md = report.read_text()
+    md = report.read_text(encoding="utf-8")
     assert "- Layout: **decathlon** (detected)" in md
     assert "- Classes: 0 background, 1 Anterior, 2 Posterior" in md
     assert "| usable image/label pairs (in the datalist) | 260 |" in md
@@ -127,7 +127,7 @@ def test_generated_ct_task_is_ready_and_fits_abdomenatlas(spleen_task, tmp_path)
     assert "--partial_labels True" in md
     assert _check_bundle_commands(md) >= 4
     path = onboarding.write_datalist(tmp_path / "sub" / "dl.json")
-    assert json.loads(Path(path).read_text()) == onboarding.datalist
+    assert json.loads(Path(path).read_text(encoding="utf-8")) == onboarding.datalist
 
 
 def test_max_cases_limits_the_voxels_read(spleen_task):
@@ -160,7 +160,7 @@ def test_generated_nnunet_dataset_with_an_image_without_label(tmp_path):
     _save(root / "imagesTr" / "lonely_0000.nii.gz", noise(), np.eye(4))
     meta = {"channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 3,
             "file_ending": ".nii.gz"}  # fmt: skip
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     onboarding = onboard_dataset(root)
     assert onboarding.layout == "nnunet" and len(onboarding.datalist) == 3
     assert [(c.channel, c.name) for c in onboarding.intensities] == [(0, "T1"), (1, "T2")]
@@ -188,7 +188,7 @@ def broken_task(spleen_task, tmp_path) -> Path:
     """The generated task plus one entry per kind of problem."""
     task = tmp_path / "Task999_Broken"
     shutil.copytree(spleen_task, task)
-    meta = json.loads((task / "dataset.json").read_text())
+    meta = json.loads((task / "dataset.json").read_text(encoding="utf-8"))
     img0, lab0 = task / "imagesTr" / "spleen_001.nii.gz", task / "labelsTr" / "spleen_001.nii.gz"
     image, label = nib.load(img0), nib.load(lab0)
     affine, data, seg = image.affine, np.asarray(image.dataobj), np.asarray(label.dataobj)
@@ -222,7 +222,7 @@ def broken_task(spleen_task, tmp_path) -> Path:
     _save(task / "imagesTr" / "unlisted.nii.gz", data, affine)  # an image dataset.json does not list
     _save(task / "labelsTr" / "orphan.nii.gz", seg, affine)  # a label no entry uses
     meta["numTraining"] = len(meta["training"])
-    (task / "dataset.json").write_text(json.dumps(meta))
+    (task / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return task
 
 
@@ -249,8 +249,8 @@ def test_broken_task_names_every_problem_and_keeps_the_good_pairs(broken_task, t
     assert main(["onboard", str(t), "-o", str(tmp_path / "broken.json"), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "unreadable:" in out and "undeclared label values:" in out
-    assert len(json.loads((tmp_path / "broken.json").read_text())) == 6
-    md = report.read_text()
+    assert len(json.loads((tmp_path / "broken.json").read_text(encoding="utf-8"))) == 6
+    md = report.read_text(encoding="utf-8")
     for needle in (
         f"`{t / 'imagesTr' / 'truncated.nii.gz'}` (corrupt)",
         f"`{t / 'imagesTr' / 'crc.nii.gz'}` (corrupt)",
@@ -276,7 +276,7 @@ def test_empty_and_unknown_folders_are_refused(tmp_path, capsys):
     assert "is empty" in capsys.readouterr().err
     assert not (tmp_path / "dl.json").exists()
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "notes.txt").write_text("x")
+    (tmp_path / "other" / "notes.txt").write_text("x", encoding="utf-8")
     with pytest.raises(DatalistError, match="no known dataset layout"):
         onboard_dataset(tmp_path / "other")
     with pytest.raises(ValueError, match="max_cases"):
@@ -289,7 +289,7 @@ def test_bundle_settings_named_in_reports_exist_in_the_bundles():
         train = BUNDLES / name / "configs" / "train.json"
         if not train.is_file():
             continue
-        keys = set(json.loads(train.read_text()))
+        keys = set(json.loads(train.read_text(encoding="utf-8")))
         missing = [s for s in spec["settings"] if s not in keys]
         assert not missing, f"{name}: {missing} are not settings of {train}"
         checked += 1

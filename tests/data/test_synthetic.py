@@ -73,7 +73,7 @@ def test_task_table_contract():
 def test_decathlon_dataset_json(decathlon_root, name):
     spec = synthetic.SYNTHETIC_DECATHLON_TASKS[name]
     task = decathlon_root / name
-    meta = json.loads((task / "dataset.json").read_text())
+    meta = json.loads((task / "dataset.json").read_text(encoding="utf-8"))
     required = {
         "name",
         "description",
@@ -188,7 +188,7 @@ def test_custom_task_spec_and_errors(tmp_path):
     with pytest.raises(ValueError, match="Task101_SynthBrainMR is MRI, not CT"):
         synthetic.write_decathlon_task(tmp_path, "Task101_SynthBrainMR", "CT", 1, 0)
     task = synthetic.write_decathlon_task(tmp_path, "Task103_SynthProstateMR", "MRI", 1, 0)
-    assert json.loads(Path(task, "dataset.json").read_text())["modality"] == {"0": "MRI"}
+    assert json.loads(Path(task, "dataset.json").read_text(encoding="utf-8"))["modality"] == {"0": "MRI"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_image_mask_segmentation(tmp_path):
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     root = Path(synthetic.write_image_mask_segmentation(tmp_path, n=6, seed=0, size=(64, 48)))
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"0": "background", "1": "disc", "2": "square", "3": "triangle"}
     assert meta["numTraining"] == len(meta["training"]) == 6
     seen = set()
@@ -347,12 +347,12 @@ def test_image_mask_segmentation(tmp_path):
 
 def test_volume_classification(tmp_path):
     root = Path(synthetic.write_volume_classification(tmp_path, n=6, seed=0, shape=(32, 32, 32)))
-    with open(root / "labels.csv", newline="") as f:
+    with open(root / "labels.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["image", "label"]
     labels = [int(r[1]) for r in rows[1:]]
     assert sorted(labels) == [0, 0, 1, 1, 2, 2]
-    assert json.loads((root / "classes.json").read_text()) == {
+    assert json.loads((root / "classes.json").read_text(encoding="utf-8")) == {
         "0": "no_nodule",
         "1": "solid_nodule",
         "2": "spiculated_nodule",
@@ -378,7 +378,7 @@ def _counting_spec(name: str, version: int, calls: list, fail: bool = False) -> 
     def generate(out_dir, n_cases, seed):
         calls.append(out_dir)
         if fail:
-            Path(out_dir, "partial.txt").write_text("half a dataset")
+            Path(out_dir, "partial.txt").write_text("half a dataset", encoding="utf-8")
             raise RuntimeError("interrupted")
         original.generate(out_dir, n_cases, seed)
 
@@ -407,7 +407,7 @@ def test_builtin_generated_once_then_cached(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="monai_ext.data.builtin"):
         first = builtin.builtin_dataset_dir(name, cache_dir=str(tmp_path), n_cases=3)
     assert len(calls) == 1 and sum("generating built-in dataset" in r.message for r in caplog.records) == 1
-    stamp = json.loads(Path(first, builtin.STAMP_FILE).read_text())
+    stamp = json.loads(Path(first, builtin.STAMP_FILE).read_text(encoding="utf-8"))
     assert stamp["version"] == spec.version and stamp["n_cases"] == 3 and stamp["seed"] == 0
     assert Path(first, "labels.csv").is_file() and len(os.listdir(Path(first, "images"))) == 3
     mtime = os.stat(Path(first, builtin.STAMP_FILE)).st_mtime_ns
@@ -425,11 +425,11 @@ def test_builtin_version_change_regenerates(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setitem(builtin.BUILTIN_DATASETS, name, _counting_spec(name, 1, calls))
     path = builtin.builtin_dataset_dir(name, cache_dir=str(tmp_path), n_cases=2)
-    Path(path, "stale_marker").write_text("from version 1")
+    Path(path, "stale_marker").write_text("from version 1", encoding="utf-8")
     monkeypatch.setitem(builtin.BUILTIN_DATASETS, name, _counting_spec(name, 2, calls))
     again = builtin.builtin_dataset_dir(name, cache_dir=str(tmp_path), n_cases=2)
     assert again == path and len(calls) == 2
-    assert json.loads(Path(path, builtin.STAMP_FILE).read_text())["version"] == 2
+    assert json.loads(Path(path, builtin.STAMP_FILE).read_text(encoding="utf-8"))["version"] == 2
     assert not Path(path, "stale_marker").exists(), "the old version was replaced, not merged"
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
 
@@ -467,7 +467,7 @@ def test_builtin_concurrent_callers_generate_once(tmp_path, monkeypatch):
     record = tmp_path / "generations.txt"
 
     def slow_generate(out_dir, n_cases, seed):
-        with open(record, "a") as f:
+        with open(record, "a", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
         time.sleep(0.5)  # long enough for both callers to overlap
         original.generate(out_dir, n_cases, seed)
@@ -491,7 +491,7 @@ def test_builtin_concurrent_callers_generate_once(tmp_path, monkeypatch):
         p.join(timeout=60)
         assert p.exitcode == 0
     assert len(paths) == 1, paths
-    assert len(record.read_text().splitlines()) == 1, "the dataset was generated more than once"
+    assert len(record.read_text(encoding="utf-8").splitlines()) == 1, "the dataset was generated more than once"
     folder = Path(paths.pop())
     assert len(os.listdir(folder / "images")) == 3 and (folder / builtin.STAMP_FILE).is_file()
     assert not [p for p in os.listdir(tmp_path / "cache") if ".tmp-" in p]

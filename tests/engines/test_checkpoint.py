@@ -104,7 +104,7 @@ def test_best_model_saver_keeps_best_across_restarts(tmp_path):
         saver(evaluator)
         saved = torch.load(tmp_path / "model.pt", weights_only=True)["weight"]
         assert (float(saved.flatten()[0]) == pytest.approx(value)) == expect_saved
-    record = json.loads((tmp_path / "model_metrics.json").read_text())
+    record = json.loads((tmp_path / "model_metrics.json").read_text(encoding="utf-8"))
     assert record["metrics"]["dice"] == pytest.approx(0.7)
     again = BestModelSaver(net, str(tmp_path / "model.pt"), "dice")  # a resumed run knows the best so far
     assert again.best == pytest.approx(0.7)

@@ -162,7 +162,7 @@ def test_scratch_and_imagenet_initialisations(tmp_path):
     before = {k: v.clone() for k, v in net3.state_dict().items()}
     assert initialise_network(net3, "scratch", record_path=tmp_path / "scratch.json") is net3
     assert all(torch.equal(before[k], v) for k, v in net3.state_dict().items())
-    assert json.loads((tmp_path / "scratch.json").read_text()) == {"init": "scratch", "mode": "center"}
+    assert json.loads((tmp_path / "scratch.json").read_text(encoding="utf-8")) == {"init": "scratch", "mode": "center"}
 
     checkpoint = dict(trained_like(InflatedResNetEncoder("resnet18", spatial_dims=2)).state_dict())
     checkpoint.update({"fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)})  # torchvision layout
@@ -173,7 +173,7 @@ def test_scratch_and_imagenet_initialisations(tmp_path):
     assert net3.encoder.conv1.weight[:, :, 0].abs().max() == 0  # center inflation
     key = "decoder.blocks.0.convs.conv_0.conv.weight"
     assert torch.equal(net3.state_dict()[key], before[key])  # the decoder keeps its random initialisation
-    written = json.loads(record.read_text())
+    written = json.loads(record.read_text(encoding="utf-8"))
     assert written["init"] == "imagenet_2d" and written["unused_source_keys"] == ["fc.weight", "fc.bias"]
     assert written["loaded"] + written["adapted"] == len(net3.encoder.state_dict())
 
@@ -214,7 +214,7 @@ def test_stage_one_runs_automatically_when_its_model_is_missing(tmp_path, monkey
     calls = []
 
     def fake_run(command, env, check):
-        args = json.loads(Path(command[command.index("--args_file") + 1]).read_text())
+        args = json.loads(Path(command[command.index("--args_file") + 1]).read_text(encoding="utf-8"))
         calls.append((command, args, env))
         model_path.parent.mkdir(parents=True)
         torch.save(net2.state_dict(), args["model_2d_path"])

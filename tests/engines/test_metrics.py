@@ -40,7 +40,7 @@ def test_each_sample_is_scored_on_its_own_classes_and_datasets_count_once(tmp_pa
     assert m["val_mean_dice_b"] == pytest.approx(dice_b)
     assert m["val_mean_dice"] == pytest.approx((1.0 + dice_b) / 2)
     path = write_metrics_table(m, str(tmp_path / "m.csv"))
-    assert "val_mean_dice_b" in open(path).read()
+    assert "val_mean_dice_b" in open(path, encoding="utf-8").read()
 
 
 def test_out_of_range_domain_is_an_error():

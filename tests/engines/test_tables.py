@@ -27,7 +27,7 @@ def test_per_class_scores_checks_the_class_count():
 
 def test_write_per_class_table(tmp_path):
     path = write_per_class_table([[1.0, math.nan]], ["aorta", "prostate"], str(tmp_path / "sub" / "t.csv"))
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert rows == [
         {"class": "aorta", "index": "1", "dice": "1.000000", "n_cases": "1"},

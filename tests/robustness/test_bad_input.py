@@ -109,7 +109,7 @@ def _decathlon(root: Path, n: int = 3) -> Path:
         "training": training,
         "test": [],
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 
@@ -171,7 +171,7 @@ def _corrupt(kind: str, folder: Path) -> tuple[Path, str]:
         path.write_bytes(b"<!DOCTYPE html><html><body>403 Forbidden</body></html>\n" * 20)
         return path, "download saved an error page"
     if kind == "lfs_pointer":  # a clone without `git lfs pull`
-        path.write_text(LFS_POINTER)
+        path.write_text(LFS_POINTER, encoding="utf-8")
         return path, "git lfs pull"
     if kind == "plain_nifti":  # uncompressed NIfTI named .nii.gz
         nib.save(nib.Nifti1Image(_image(), SPACING), str(folder / "plain.nii"))
@@ -347,7 +347,7 @@ def _unlabelled(kind: str, root: Path) -> tuple[Path, Path, str]:
     for i in range(2):
         _save(data / "imagesTr" / f"tiny_{i:03d}_0000.nii.gz", _image(i))
     meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}
-    (data / "dataset.json").write_text(json.dumps(meta))
+    (data / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     if kind == "nnunet_empty_labelsTr":
         (data / "labelsTr").mkdir()
         return data, data / "labelsTr", "holds no label file ending in '.nii.gz'"
@@ -437,7 +437,7 @@ MARKER = "unpickled.marker"
 
 
 def _touch(path: str) -> str:
-    Path(path).write_text("this code ran while the checkpoint was unpickled")
+    Path(path).write_text("this code ran while the checkpoint was unpickled", encoding="utf-8")
     return path
 
 
@@ -516,7 +516,7 @@ def test_corrupt_checkpoint_files(kind, hint, tmp_path):
     elif kind == "zero_bytes":
         path.write_bytes(b"")
     elif kind == "lfs_pointer":
-        path.write_text(LFS_POINTER)
+        path.write_text(LFS_POINTER, encoding="utf-8")
     else:
         path.write_bytes(b"PK\x03\x04 not a zip archive, not a pickle" * 10)
     with pytest.raises(CheckpointFileError) as raised:
@@ -530,7 +530,7 @@ def test_every_torch_load_in_the_package_uses_weights_only():
                "convert_trusted_checkpoint")}  # fmt: skip
     found, unsafe = 0, []
     for file in sorted((REPO / "monai_ext").rglob("*.py")):
-        tree = ast.parse(file.read_text())
+        tree = ast.parse(file.read_text(encoding="utf-8"))
         for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
             for call in [n for n in ast.walk(function) if isinstance(n, ast.Call)]:
                 f = call.func
@@ -551,18 +551,18 @@ def test_failed_cli_datalist_keeps_the_previous_output(tmp_path, capsys):
     task = _decathlon(tmp_path / "Task01_Tiny")
     output = tmp_path / "datalist.json"
     assert _cli(["datalist", task, "-o", output], capsys)[0] == 0
-    previous = output.read_text()
+    previous = output.read_text(encoding="utf-8")
     assert len(json.loads(previous)) == 3
     _truncate(task / "labelsTr" / "case_2.nii.gz")
     code, _, err = _cli(["datalist", task, "-o", output], capsys)
     assert code == 2 and str(task / "labelsTr" / "case_2.nii.gz") in err
-    assert output.read_text() == previous and _leftovers(tmp_path) == []
+    assert output.read_text(encoding="utf-8") == previous and _leftovers(tmp_path) == []
 
 
 def test_write_datalist_is_atomic(tmp_path, monkeypatch):
     output = tmp_path / "datalist.json"
     write_datalist([{"image": "a.nii.gz"}], output)
-    previous = output.read_text()
+    previous = output.read_text(encoding="utf-8")
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -570,7 +570,7 @@ def test_write_datalist_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_datalist([{"image": "b.nii.gz"}] * 1000, output)
-    assert output.read_text() == previous and _leftovers(tmp_path) == []
+    assert output.read_text(encoding="utf-8") == previous and _leftovers(tmp_path) == []
 
 
 def test_failed_onboard_writes_neither_file(tmp_path, capsys, monkeypatch):
@@ -586,7 +586,7 @@ def test_failed_onboard_writes_neither_file(tmp_path, capsys, monkeypatch):
     assert not output.exists() and not report.exists()
     monkeypatch.undo()
     assert _cli(["onboard", task, "-o", output, "--report", report], capsys)[0] == 0
-    assert len(json.loads(output.read_text())) == 3 and report.read_text().startswith("# Onboarding report")
+    assert len(json.loads(output.read_text(encoding="utf-8"))) == 3 and report.read_text(encoding="utf-8").startswith("# Onboarding report")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -610,7 +610,7 @@ def test_bundle_run_names_a_label_value_outside_the_classes(tmp_path):
     overrides = {**_smoke(bundle), "dataset_dir": str(task), "cache_rate": 1.0, "num_workers": 0}
     proc = subprocess.run(
         [sys.executable, *_bundle_args(copy, ["train.json"], overrides, tmp_path, "train")],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, check=False,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"the run must fail:\n{out[-3000:]}"

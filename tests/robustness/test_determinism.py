@@ -33,7 +33,7 @@ def _train_concurrently(tmp_path: Path, seeds: dict[str, int]) -> dict[str, dict
         for name, seed in seeds.items():
             copy = _bundle_copy(BUNDLE, tmp_path / name)
             args = _bundle_args(copy, ["train.json"], {**SETTINGS, "seed": seed}, tmp_path / name, "train")
-            with open(tmp_path / name / "train.log", "w") as log:  # a file, not a pipe nobody reads yet
+            with open(tmp_path / name / "train.log", "w", encoding="utf-8") as log:  # a file, not a pipe nobody reads yet
                 proc = subprocess.Popen(
                     [sys.executable, *args], cwd=tmp_path / name, env=dict(_env(), OMP_NUM_THREADS="1"),
                     stdout=log, stderr=subprocess.STDOUT,
@@ -41,7 +41,7 @@ def _train_concurrently(tmp_path: Path, seeds: dict[str, int]) -> dict[str, dict
             runs[name] = (copy, proc)
         for name, (copy, proc) in runs.items():
             proc.wait(timeout=900)
-            out = (tmp_path / name / "train.log").read_text()
+            out = (tmp_path / name / "train.log").read_text(encoding="utf-8")
             assert proc.returncode == 0, f"run {name} failed:\n{out[-6000:]}"
     finally:
         for _, proc in runs.values():
@@ -50,11 +50,11 @@ def _train_concurrently(tmp_path: Path, seeds: dict[str, int]) -> dict[str, dict
                 proc.wait()
     results = {}
     for name, (copy, _) in runs.items():
-        with open(copy / "eval" / "val_history.csv", newline="") as f:
+        with open(copy / "eval" / "val_history.csv", newline="", encoding="utf-8") as f:
             history = list(csv.DictReader(f))
         results[name] = {
             "history": history,
-            "best": json.loads((copy / "models" / "model_metrics.json").read_text()),
+            "best": json.loads((copy / "models" / "model_metrics.json").read_text(encoding="utf-8")),
             "network": torch.load(copy / "models" / "checkpoint_epoch=2.pt", weights_only=True)["network"],
             "best_model": torch.load(copy / "models" / "model.pt", weights_only=True),
         }

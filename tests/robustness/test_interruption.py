@@ -48,7 +48,7 @@ def _kill_when(args: list[str], cwd: Path, marker: re.Pattern, timeout: float = 
     """
     env = dict(_env(), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace"
     )
     watchdog = threading.Timer(timeout, proc.kill)  # never hang the test session
     watchdog.start()
@@ -84,7 +84,7 @@ def _checkpoints(folder: Path) -> list[str]:
 def test_bundle_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_path: Path):
     # the uninterrupted run, in the background meanwhile
     reference = _bundle_copy(BUNDLE, tmp_path / "reference")
-    with open(tmp_path / "reference" / "train.log", "w") as log:
+    with open(tmp_path / "reference" / "train.log", "w", encoding="utf-8") as log:
         background = subprocess.Popen(
             [sys.executable, *_bundle_args(reference, ["train.json"], SETTINGS, tmp_path / "reference", "train")],
             cwd=tmp_path / "reference", env=_env(), stdout=log, stderr=subprocess.STDOUT,
@@ -96,7 +96,7 @@ def test_bundle_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_
         if background.poll() is None:
             background.kill()
             background.wait()
-    assert background.returncode == 0, (tmp_path / "reference" / "train.log").read_text()[-6000:]
+    assert background.returncode == 0, (tmp_path / "reference" / "train.log").read_text(encoding="utf-8")[-6000:]
     expected = _trainer_state(reference / "models" / "checkpoint_epoch=3.pt")
     assert expected == {"epoch": 3, "iteration": 12}
     assert _trainer_state(models / "checkpoint_epoch=3.pt") == expected
