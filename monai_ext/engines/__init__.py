@@ -7,6 +7,7 @@ from .amp import (
 from .checkpoint import (
     save_atomic,
     remove_stale_temporaries,
+    wait_for_checkpoint_writes,
     ResumableCheckpoint,
     BestModelSaver,
     unwrap_model,
@@ -51,6 +52,7 @@ __all__ = [
     "main_process_logging",
     "save_atomic",
     "remove_stale_temporaries",
+    "wait_for_checkpoint_writes",
     "ResumableCheckpoint",
     "BestModelSaver",
     "unwrap_model",

@@ -1,7 +1,8 @@
 """Checkpoints that survive interruption.
 
 ``ResumableCheckpoint`` writes the whole training state (network, optimiser, scheduler, trainer counters) atomically
-every few epochs and, when the same run starts again, resumes from the newest one. ``BestModelSaver`` keeps the
+every few epochs, in a background thread while training goes on (as Lightning's ``AsyncCheckpointIO``), and, when
+the same run starts again, resumes from the newest one. ``BestModelSaver`` keeps the
 bundle's ``models/model.pt`` (a plain tensor state dict, the Model Zoo convention) and the figures it was chosen by.
 Both write to a temporary file and rename it, so a kill during a write leaves the previous file intact (the partial
 temporary file is deleted when the next run starts), and both only write on rank 0 of a distributed run.
@@ -9,12 +10,14 @@ temporary file is deleted when the next run starts), and both only write on rank
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import logging
 import os
 import re
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Mapping
 
 import torch
@@ -25,6 +28,7 @@ from ignite.handlers import Checkpoint
 __all__ = [
     "save_atomic",
     "remove_stale_temporaries",
+    "wait_for_checkpoint_writes",
     "ResumableCheckpoint",
     "BestModelSaver",
     "unwrap_model",
@@ -107,6 +111,35 @@ def save_atomic(obj: Any, path: str) -> None:
             os.remove(tmp)
 
 
+_writer: ThreadPoolExecutor | None = None
+
+
+def _background_writer() -> ThreadPoolExecutor:
+    """The process's one checkpoint-writing thread: writes run one at a time, in the order they were submitted.
+    Its thread is joined when Python exits, so a write in flight when training fails still completes."""
+    global _writer
+    if _writer is None:
+        _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monai_ext-checkpoint-writer")
+    return _writer
+
+
+def wait_for_checkpoint_writes() -> None:
+    """Return when every checkpoint write submitted so far in this process is on disk (or has failed)."""
+    if _writer is not None:
+        _writer.submit(lambda: None).result()  # one thread, first in first out: runs after every earlier write
+
+
+def _snapshot(obj: Any) -> Any:
+    """A copy of a state dict that training can no longer change: tensors copied to the CPU, the rest deep-copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, _snapshot(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 #: attributes of learning-rate schedulers that hold the schedule's length (MONAI's WarmupCosineSchedule, this
 #: package's LinearWarmupCosineLR, torch's CosineAnnealingLR / LinearLR / PolynomialLR / OneCycleLR)
 _SCHEDULE_LENGTH_KEYS = ("t_total", "warmup_steps", "max_steps", "T_max", "total_iters", "total_steps")
@@ -157,12 +190,19 @@ class ResumableCheckpoint:
     a resumed run can be extended. Temporary files left by a run killed while it wrote a checkpoint are deleted then
     (they never count as checkpoints).
 
+    With ``background=True`` (default) the state is copied to CPU memory at the end of the epoch and written by a
+    background thread while the next epoch trains, so a write costs the copy (~0.05 s for a ResNet-10 with AdamW)
+    instead of the write (0.2-0.5 s on a 2-core machine). A failed write stops training at the next save or at the
+    end of the run with the error. The cost: a process killed in the fraction of a second while a checkpoint is
+    still being written resumes from the one before it, so it can lose one more epoch.
+
     Args:
         save_dir: folder of the checkpoints.
         objects: ``{"network": ..., "optimizer": ..., "lr_scheduler": ...}``; the engine is added on ``attach``.
         save_every_epochs: interval in epochs; the final epoch is always saved.
         n_saved: how many checkpoint files to keep.
         resume: resume from the newest checkpoint in ``save_dir`` when one exists.
+        background: write in a background thread (the state is copied first); False writes before returning.
     """
 
     pattern = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
@@ -174,18 +214,21 @@ class ResumableCheckpoint:
         save_every_epochs: int = 1,
         n_saved: int = 2,
         resume: bool = True,
+        background: bool = True,
     ) -> None:
         self.save_dir = save_dir
         self.objects = dict(objects)
         self.save_every_epochs = max(int(save_every_epochs), 1)
         self.n_saved = max(int(n_saved), 1)
-        # the bundle CLI may hand over "false"/"true" as strings
-        self.resume = resume if isinstance(resume, bool) else str(resume).strip().lower() not in ("false", "0", "no", "off")
+        self.resume = _as_bool(resume)
+        self.background = _as_bool(background)
+        self._pending: Future | None = None
 
     def attach(self, engine: Engine) -> None:
         self.objects.setdefault("trainer", engine)
         engine.add_event_handler(Events.STARTED, self.load_latest)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        engine.add_event_handler(Events.COMPLETED, self.wait)
 
     def checkpoints(self) -> list[str]:
         """Checkpoint files of ``save_dir``, oldest first."""
@@ -193,6 +236,7 @@ class ResumableCheckpoint:
         return sorted(files, key=lambda f: int(self.pattern.search(f).group(1)))
 
     def load_latest(self, engine: Engine) -> None:
+        wait_for_checkpoint_writes()  # a write of an earlier run in this process counts
         if is_main_process():  # the partial files of a run killed while it wrote a checkpoint
             remove_stale_temporaries(os.path.join(self.save_dir, "checkpoint_epoch=*.pt"))
         files = self.checkpoints() if self.resume else []
@@ -226,11 +270,32 @@ class ResumableCheckpoint:
         last = engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
         if not is_main_process() or (epoch % self.save_every_epochs and not last):
             return
+        self.wait()  # one write at a time; a failed write stops training here
         path = os.path.join(self.save_dir, f"checkpoint_epoch={epoch}.pt")
-        save_atomic(_state_dicts(self.objects), path)
+        state = _state_dicts(self.objects)
+        if self.background:
+            self._pending = _background_writer().submit(self._write, _snapshot(state), path)
+        else:
+            self._write(state, path)
+
+    def _write(self, state: dict[str, Any], path: str) -> None:
+        save_atomic(state, path)
         for old in self.checkpoints()[: -self.n_saved]:
             os.remove(old)
         logger.info(f"saved training state to {path}")
+
+    def wait(self, engine: Engine | None = None) -> None:
+        """Return when this checkpointer's last write is on disk; raise its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception as e:
+                raise RuntimeError(
+                    f"writing a training checkpoint to {self.save_dir} failed ({type(e).__name__}: {e}); the previous "
+                    f"checkpoint there is intact. Free disk space or fix the folder's permissions, then run the same "
+                    f"command again to resume."
+                ) from e
 
 
 class BestModelSaver:
@@ -297,6 +362,11 @@ class BestModelSaver:
             json.dump(record, f, indent=2)
         os.replace(tmp, self.metrics_path)
         logger.info(f"new best {self.metric_name} = {value:.4f}: saved {self.model_path}")
+
+
+def _as_bool(value: Any) -> bool:
+    """A flag that the bundle CLI may hand over as the string "false"/"true"."""
+    return value if isinstance(value, bool) else str(value).strip().lower() not in ("false", "0", "no", "off")
 
 
 def _as_number(v: Any) -> Any:

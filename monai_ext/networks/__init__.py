@@ -2,6 +2,10 @@
 
 Importing this package registers the ``inflated-*`` backbones with MONAI's ``FlexibleUNet``."""
 
+from .dilated_conv import (
+    DilatedConv3d,
+    conv3d_weight_grad,
+)
 from .genesis_unet import (
     GenesisUNet3D,
     GenesisConvBlock,
@@ -73,6 +77,8 @@ from .transfer import (
 )
 
 __all__ = [
+    "DilatedConv3d",
+    "conv3d_weight_grad",
     "GenesisUNet3D",
     "GenesisConvBlock",
     "GenesisDownLevel",

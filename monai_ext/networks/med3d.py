@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm, Pool
 
+from .dilated_conv import DilatedConv3d
+
 __all__ = [
     "MED3D_ARCHITECTURES",
     "Med3DBasicBlock",
@@ -54,6 +56,12 @@ _STAGE_CHANNELS = (64, 128, 256, 512)
 _STEM_CHANNELS = 64
 
 StrideType = int | tuple[int, ...]
+
+
+def _conv_type(spatial_dims: int, dilation: int) -> type[nn.Module]:
+    """The convolution of a block: :class:`DilatedConv3d` (same parameters, faster bf16 training on the CPU) for the
+    dilated 3D stages, MONAI's factory convolution otherwise."""
+    return DilatedConv3d if spatial_dims == 3 and dilation > 1 else Conv[Conv.CONV, spatial_dims]
 
 
 class ZeroPadShortcut(nn.Module):
@@ -110,7 +118,7 @@ class Med3DBasicBlock(nn.Module):
         spatial_dims: int = 3,
     ) -> None:
         super().__init__()
-        conv_type = Conv[Conv.CONV, spatial_dims]
+        conv_type = _conv_type(spatial_dims, dilation)
         norm_type = Norm[Norm.BATCH, spatial_dims]
         self.conv1 = conv_type(
             in_channels, channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
@@ -156,7 +164,7 @@ class Med3DBottleneck(nn.Module):
         norm_type = Norm[Norm.BATCH, spatial_dims]
         self.conv1 = conv_type(in_channels, channels, kernel_size=1, bias=False)
         self.bn1 = norm_type(channels)
-        self.conv2 = conv_type(
+        self.conv2 = _conv_type(spatial_dims, dilation)(
             channels, channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
         )
         self.bn2 = norm_type(channels)

@@ -37,7 +37,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     ref_trainer, ref_net, _ = _make(tmp_path / "ref", max_epochs=4)
     ref_trainer.run()
 
-    trainer, _, _ = _make(tmp_path / "run", max_epochs=4)
+    trainer, _, ckpt = _make(tmp_path / "run", max_epochs=4)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def crash(engine):
@@ -46,6 +46,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
 
     with pytest.raises(Interrupt):
         trainer.run()
+    ckpt.wait()  # epoch 2's checkpoint may still be in the background writer: it completes all the same
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
 
     # a fresh process: new objects, different initial weights, same command
@@ -74,6 +75,70 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     trainer2, _, _ = _make(tmp_path, max_epochs=2)
     with pytest.raises(RuntimeError, match="checkpoint_epoch=1.pt"):
         trainer2.run()
+
+
+def _one_epoch_engine(tmp_path, background=True):
+    from ignite.engine import Engine
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    engine = Engine(lambda e, b: None)
+    ckpt = ResumableCheckpoint(str(tmp_path), {"network": net}, background=background)
+    ckpt.attach(engine)
+    return engine, net, ckpt
+
+
+def test_background_write_holds_the_state_of_its_epoch(tmp_path, monkeypatch):
+    """The writer thread writes what the network was at the end of the epoch, not what training made of it since."""
+    import threading
+
+    from monai_ext.engines import checkpoint
+
+    release, real_save = threading.Event(), checkpoint.save_atomic
+
+    def held_save(obj, path):  # the write starts only after the weights below have changed
+        assert release.wait(30)
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", held_save)
+    engine, net, ckpt = _one_epoch_engine(tmp_path)
+    engine.state.max_epochs, engine.state.epoch = 1, 1
+    ckpt.save(engine)  # returns before the file is written
+    assert not (tmp_path / "checkpoint_epoch=1.pt").exists()
+    with torch.no_grad():
+        net.weight.fill_(5.0)  # the next epoch trains
+    release.set()
+    ckpt.wait()
+    saved = torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)
+    torch.testing.assert_close(saved["network"]["weight"], torch.ones(1, 2))
+    assert set(saved) == {"network", "trainer"}
+
+
+def test_failed_background_write_stops_training_with_the_folder_named(tmp_path, monkeypatch):
+    from monai_ext.engines import checkpoint
+
+    engine, _, _ = _one_epoch_engine(tmp_path)
+    engine.run(range(2), max_epochs=1)  # checkpoint 1, written in the background, waited for at COMPLETED
+    assert (tmp_path / "checkpoint_epoch=1.pt").exists()
+
+    def full_disk(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_atomic", full_disk)
+    engine, _, _ = _one_epoch_engine(tmp_path)
+    with pytest.raises(RuntimeError, match=r"writing a training checkpoint to .* failed .*No space left.*intact"):
+        engine.run(range(2), max_epochs=3)  # resumes at epoch 1, trains epoch 2, its write fails
+    assert engine.state.epoch == 3  # the failure surfaced at the next save (epoch 3's), before epoch 3's was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt"]
+
+
+def test_write_before_returning_when_background_is_off(tmp_path):
+    engine, _, ckpt = _one_epoch_engine(tmp_path, background="false")
+    assert ckpt.background is False
+    engine.state.max_epochs, engine.state.epoch = 1, 1
+    ckpt.save(engine)
+    assert (tmp_path / "checkpoint_epoch=1.pt").exists()
 
 
 def test_save_atomic_keeps_previous_file_when_write_fails(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""A training process killed at any moment loses at most the epoch it was in.
+"""A training process killed at any moment loses at most the epoch it was in (and the one before it when killed
+while that epoch's checkpoint was still being written in the background).
 
 * A real bundle training (``python -m monai.bundle run``, ``transfer_segmentation`` on its built-in data with tiny
   settings) is killed with SIGKILL in the middle of an epoch, after a checkpoint was written; the same command then
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,11 +39,19 @@ SETTINGS = {
     "val_interval": 1000,
     "val_at_start": False,
 }
-KILL_AT = re.compile(r"Epoch: 2/3, Iter: 1/4 ")  # StatsHandler's line after the first iteration of epoch 2
+EPOCH_2 = re.compile(r"Epoch: 2/3, Iter: [1-4]/4 ")  # StatsHandler's lines of epoch 2
+SAVED_1 = re.compile(r"saved training state to \S*checkpoint_epoch=1\.pt")  # logged once the write is complete
 
 
-def _kill_when(args: list[str], cwd: Path, marker: re.Pattern, timeout: float = 300) -> tuple[str, str]:
-    """Start ``python *args``, SIGKILL it as soon as a line of its output matches ``marker``.
+def _in_epoch_2_with_checkpoint_1(lines: list[str]) -> bool:
+    """Kill in epoch 2 once checkpoint 1 is on disk: it is written in the background while epoch 2 trains, so its
+    line can come after some of epoch 2's lines (and at the latest before epoch 2's own checkpoint starts)."""
+    return any(SAVED_1.search(x) for x in lines) and any(EPOCH_2.search(x) for x in lines)
+
+
+def _kill_when(args: list[str], cwd: Path, marker: re.Pattern | Callable[[list[str]], bool], timeout: float = 300) -> tuple[str, str]:
+    """Start ``python *args``, SIGKILL it as soon as a line of its output matches ``marker`` (a pattern, or a test of
+    the lines so far).
 
     Returns:
         (the output up to the kill, the matching line).
@@ -56,7 +66,7 @@ def _kill_when(args: list[str], cwd: Path, marker: re.Pattern, timeout: float = 
     try:
         for line in proc.stdout:
             lines.append(line)
-            if marker.search(line):
+            if marker(lines) if callable(marker) else marker.search(line):
                 hit = line
                 os.kill(proc.pid, signal.SIGKILL)
                 break
@@ -107,7 +117,7 @@ def _interrupt_and_resume(tmp_path: Path) -> Path:
     copy = _bundle_copy(BUNDLE, tmp_path / "run")
     models = copy / "models"
     args = _bundle_args(copy, ["train.json"], SETTINGS, tmp_path / "run", "train")
-    out, _ = _kill_when(args, tmp_path / "run", KILL_AT)
+    out, _ = _kill_when(args, tmp_path / "run", _in_epoch_2_with_checkpoint_1)
     # killed inside epoch 2: epoch 1's checkpoint was written (before the kill), epoch 2's never was
     assert "saved training state to" in out and "checkpoint_epoch=1.pt" in out, out[-3000:]
     assert _checkpoints(models) == ["checkpoint_epoch=1.pt"], out[-3000:]
@@ -141,10 +151,12 @@ def step(engine, batch):
     optimizer.step()
 
 engine = Engine(step)
-ResumableCheckpoint(sys.argv[1], {"network": network, "optimizer": optimizer}).attach(engine)
+checkpointer = ResumableCheckpoint(sys.argv[1], {"network": network, "optimizer": optimizer})
+checkpointer.attach(engine)
 
 @engine.on(Events.EPOCH_COMPLETED(once=1))  # after ResumableCheckpoint.save of epoch 1 (attached first)
 def break_torch_save(engine):
+    checkpointer.wait()  # checkpoint 1 is written by the background thread: let it finish with the real torch.save
     torch.save(network.state_dict(), sys.argv[1] + "/epoch1_network.pt")  # what checkpoint 1 holds
 
     def partial_save(obj, f, *args, **kwargs):
