@@ -2,8 +2,8 @@
 
 Importing this package registers the ``inflated-*`` backbones with MONAI's ``FlexibleUNet``."""
 
-from .dilated_conv import (
-    DilatedConv3d,
+from .matmul_grad_conv import (
+    MatmulGradConv3d,
     conv3d_weight_grad,
 )
 from .genesis_unet import (
@@ -77,7 +77,7 @@ from .transfer import (
 )
 
 __all__ = [
-    "DilatedConv3d",
+    "MatmulGradConv3d",
     "conv3d_weight_grad",
     "GenesisUNet3D",
     "GenesisConvBlock",

@@ -34,6 +34,7 @@ from monai.networks.layers.factories import Conv, Norm, Pool
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE, SegmentationHead, UNetDecoder
 from torch import nn
 
+from monai_ext.networks.matmul_grad_conv import MatmulGradConv3d
 from monai_ext.weights.imagenet2d import DEFAULT_IMAGENET_2D_WEIGHTS, load_2d_weights_into_3d
 from monai_ext.weights.report import LoadReport
 
@@ -125,7 +126,9 @@ class DepthPolicy:
         """A convolution with symmetric padding ``k // 2`` (torchvision's and timm's padding for these networks)."""
         kernel = self.kernel(k)
         padding = kernel // 2 if isinstance(kernel, int) else tuple(x // 2 for x in kernel)
-        return Conv[Conv.CONV, self.spatial_dims](
+        # in 3D an nn.Conv3d whose bf16 weight gradient is faster on the CPU in the narrow deep stages
+        conv_type = MatmulGradConv3d if self.spatial_dims == 3 else Conv[Conv.CONV, 2]
+        return conv_type(
             in_channels, out_channels, kernel, stride=self.stride(stride), padding=padding, groups=groups, bias=bias
         )
 

@@ -1,4 +1,4 @@
-"""DilatedConv3d is nn.Conv3d with another weight gradient: same outputs and gradients, used only where it is faster."""
+"""MatmulGradConv3d is nn.Conv3d with another weight gradient: same outputs and gradients, used only where it is faster."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monai_ext.networks.dilated_conv import MIN_CHANNELS, DilatedConv3d, _DilatedConv3dFunction, conv3d_weight_grad
+from monai_ext.networks.inflated import InflatedFlexUNet
+from monai_ext.networks.matmul_grad_conv import (
+    MAX_NARROW_EXTENT,
+    MIN_CHANNELS,
+    MatmulGradConv3d,
+    _MatmulGradConv3dFunction,
+    conv3d_weight_grad,
+)
 from monai_ext.networks.med3d import med3d_resnet10, med3d_resnet50
 
 
@@ -39,14 +46,14 @@ def test_function_passes_gradcheck():
     w = torch.randn(2, 3, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: _DilatedConv3dFunction.apply(x, w, b, (1, 1, 1), (2, 2, 2), (2, 2, 2)), (x, w, b)
+        lambda x, w, b: _MatmulGradConv3dFunction.apply(x, w, b, (1, 1, 1), (2, 2, 2), (2, 2, 2)), (x, w, b)
     )
 
 
-def _pair(channels: int, dilation: int = 4, bias: bool = False) -> tuple[torch.nn.Conv3d, DilatedConv3d]:
+def _pair(channels: int, dilation: int = 4, bias: bool = False) -> tuple[torch.nn.Conv3d, MatmulGradConv3d]:
     torch.manual_seed(0)
     plain = torch.nn.Conv3d(channels, 8, 3, padding=dilation, dilation=dilation, bias=bias)
-    fast = DilatedConv3d(channels, 8, 3, padding=dilation, dilation=dilation, bias=bias)
+    fast = MatmulGradConv3d(channels, 8, 3, padding=dilation, dilation=dilation, bias=bias)
     fast.load_state_dict(plain.state_dict())  # same parameters, same keys
     return plain, fast
 
@@ -82,11 +89,11 @@ def test_weight_grad_is_computed_by_matmul_only_where_it_is_faster(monkeypatch):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("monai_ext.networks.dilated_conv.conv3d_weight_grad", counting)
+    monkeypatch.setattr("monai_ext.networks.matmul_grad_conv.conv3d_weight_grad", counting)
 
-    def train_step(conv, channels, bf16=True, frozen=False):
+    def train_step(conv, channels, bf16=True, frozen=False, size=4):
         conv.weight.requires_grad_(not frozen)
-        x = torch.randn(1, channels, 4, 4, 4, requires_grad=True)
+        x = torch.randn(1, channels, size, size, size, requires_grad=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             conv(x).float().sum().backward()
 
@@ -96,18 +103,22 @@ def test_weight_grad_is_computed_by_matmul_only_where_it_is_faster(monkeypatch):
     train_step(wide, MIN_CHANNELS, bf16=False)  # fp32: oneDNN's gradient
     train_step(wide, MIN_CHANNELS, frozen=True)  # no weight gradient wanted
     _, thin = _pair(MIN_CHANNELS // 2)
-    train_step(thin, MIN_CHANNELS // 2)  # thin layer: oneDNN was faster
-    undilated = DilatedConv3d(MIN_CHANNELS, 8, 3, padding=1)
-    train_step(undilated, MIN_CHANNELS)
+    train_step(thin, MIN_CHANNELS // 2)  # few channels: oneDNN was faster
+    undilated = MatmulGradConv3d(MIN_CHANNELS, 8, 3, padding=1)
+    train_step(undilated, MIN_CHANNELS, size=MAX_NARROW_EXTENT + 2)  # undilated and wide volume: oneDNN was faster
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # inference
         wide(torch.randn(1, MIN_CHANNELS, 4, 4, 4))
     assert len(calls) == 1
+    train_step(undilated, MIN_CHANNELS, size=MAX_NARROW_EXTENT)  # undilated but narrow: oneDNN's is slow there
+    assert len(calls) == 2
 
 
-def test_med3d_uses_it_for_dilated_stages_only_and_keeps_its_keys():
-    for net in (med3d_resnet10(), med3d_resnet50()):
-        dilated = {n for n, m in net.named_modules() if isinstance(m, DilatedConv3d)}
-        assert dilated and all(n.startswith(("layer3.", "layer4.")) for n in dilated)
-        assert all(m.dilation != (1, 1, 1) for n, m in net.named_modules() if n in dilated)
-    assert not any(isinstance(m, DilatedConv3d) for m in med3d_resnet10(dilated=False).modules())
+def test_3d_networks_use_it_and_keep_their_keys():
+    for net in (med3d_resnet10(), med3d_resnet50(), med3d_resnet10(dilated=False)):
+        convs = {n for n, m in net.named_modules() if isinstance(m, MatmulGradConv3d)}
+        kernels = {n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3)}
+        assert convs == kernels  # the 3x3x3 convolutions of the blocks; the 7^3 stem and 1^3 shortcuts stay nn.Conv3d
     assert "layer4.0.conv2.weight" in med3d_resnet10().state_dict()
+    assert not any(isinstance(m, MatmulGradConv3d) for m in med3d_resnet10(spatial_dims=2).modules())
+    unet = InflatedFlexUNet(backbone="inflated-resnet18", in_channels=1, out_channels=2, pretrained=False)
+    assert any(isinstance(m, MatmulGradConv3d) for m in unet.encoder.modules())

@@ -1,15 +1,19 @@
-"""A dilated 3D convolution whose weight gradient is one batched matrix product on the CPU.
+"""A 3D convolution whose weight gradient is one matrix product on the CPU where oneDNN's is slow.
 
-Med3D's ResNets dilate ``layer3``/``layer4`` by 2 and 4 (output stride 8, Chen et al. 2019). oneDNN (torch 2.13) has
-AMX kernels for the forward pass and the input gradient of a dilated convolution, but computes its weight gradient
-with a generic im2col + GEMM path that does not use AMX: on this project's CPU the two 512-channel dilated
-convolutions of a ResNet-10 took 40% of a bf16 training step, and bf16 trained barely faster than fp32.
+oneDNN (torch 2.13) has AMX kernels for the forward pass and the input gradient of a 3D convolution, but its weight
+gradient falls back to a generic im2col + GEMM path that does not use AMX when the convolution is dilated, and is slow
+when the volume is only a few voxels wide (deep layers of a small patch). Both are common here: Med3D's ResNets dilate
+``layer3``/``layer4`` by 2 and 4 (Chen et al. 2019), and at a 48^3 patch those layers see 6^3 voxels; an inflated
+ResNet-34 sees 16x2x2 voxels in its last stage at a 16x64x64 patch. On this project's 2-core AMX CPU the weight
+gradients of the two 512-channel dilated convolutions of a ResNet-10 took 40% of a bf16 training step, and bf16
+trained barely faster than fp32.
 
-:class:`DilatedConv3d` is an ``nn.Conv3d`` (same parameters, same state-dict keys, same outputs) that, on the CPU in
-bf16 with at least :data:`MIN_CHANNELS` input channels, computes the weight gradient itself: the dilated windows of
-the input are gathered channel-first (one copy) and multiplied with the output gradient in one ``matmul``, which runs
-on AMX. Forward and input gradient stay oneDNN's. Everywhere else (GPU, fp32, thin
-layers, inference, frozen weights) it is a plain ``nn.Conv3d``. ``benchmarks/train_speed.py`` measures the effect.
+:class:`MatmulGradConv3d` is an ``nn.Conv3d`` (same parameters, same state-dict keys, same outputs) that, when it
+trains on the CPU in bf16 with at least :data:`MIN_CHANNELS` input channels and is dilated or sees a volume at most
+:data:`MAX_NARROW_EXTENT` voxels wide along some axis, computes the weight gradient itself: the input windows are
+gathered channel-first (one copy) and multiplied with the output gradient in one ``matmul``, which runs on AMX.
+Forward and input gradient stay oneDNN's. Everywhere else (GPU, fp32, thin or wide layers, inference, frozen
+weights) it is a plain ``nn.Conv3d``. ``benchmarks/train_speed.py`` measures the effect on every bundle.
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DilatedConv3d", "conv3d_weight_grad", "MIN_CHANNELS"]
+__all__ = ["MatmulGradConv3d", "conv3d_weight_grad", "MIN_CHANNELS", "MAX_NARROW_EXTENT"]
 
-#: input channels from which the matrix-product weight gradient is used: measured on a 2-core AMX CPU in bf16
-#: (batch 2), it was 1.3-7x faster than oneDNN's for 256 and 512 channels at 3x8x8 to 16^3 voxels, and slower
-#: for 128 channels at 24^3
+#: input channels from which the matrix-product weight gradient is used. Measured on a 2-core AMX CPU in bf16, batch
+#: 2, 3^3 kernels, against oneDNN's: dilated, 256-512 channels at 3x8x8 to 16^3 voxels 1.3-7x faster, 128 channels at
+#: 24^3 1.6x slower; not dilated, 512 channels at 16x2x2 3.9x, 3^3 2.0x, 4^3 1.8x, 256 channels at 16x4x4 1.6x faster,
+#: 256 channels at 6^3 and 8^3 1.1-1.2x slower
 MIN_CHANNELS = 256
+
+#: an undilated convolution uses the matrix-product weight gradient when its input is at most this many voxels wide
+#: along some axis (see :data:`MIN_CHANNELS`)
+MAX_NARROW_EXTENT = 4
 
 
 def conv3d_weight_grad(
@@ -66,7 +75,7 @@ def conv3d_weight_grad(
     return grad.reshape(out_channels, channels, *kernel_size)
 
 
-class _DilatedConv3dFunction(torch.autograd.Function):
+class _MatmulGradConv3dFunction(torch.autograd.Function):
     """``F.conv3d`` forward and input gradient; weight gradient by :func:`conv3d_weight_grad`."""
 
     @staticmethod
@@ -92,18 +101,21 @@ class _DilatedConv3dFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
-class DilatedConv3d(nn.Conv3d):
-    """``nn.Conv3d`` with a faster weight gradient when training dilated in bf16 on the CPU (see the module docs).
+class MatmulGradConv3d(nn.Conv3d):
+    """``nn.Conv3d`` with a faster weight gradient when training in bf16 on the CPU where oneDNN's is slow (see the
+    module docs).
 
     Takes the arguments of ``nn.Conv3d``; its parameters and outputs are those of ``nn.Conv3d``.
     """
 
     def _uses_matmul_weight_grad(self, x: torch.Tensor) -> bool:
-        if x.device.type != "cpu" or not (torch.is_grad_enabled() and self.weight.requires_grad):
-            return False
+        if torch.jit.is_tracing() or x.device.type != "cpu" or not (torch.is_grad_enabled() and self.weight.requires_grad):
+            return False  # an export trace records nn.Conv3d's graph
         if self.groups != 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return False
-        if max(self.dilation) == 1 or self.in_channels < MIN_CHANNELS:
+        if self.in_channels < MIN_CHANNELS:
+            return False
+        if max(self.dilation) == 1 and min(x.shape[2:]) > MAX_NARROW_EXTENT:
             return False
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         return dtype == torch.bfloat16
@@ -117,4 +129,4 @@ class DilatedConv3d(nn.Conv3d):
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
         with torch.autocast("cpu", enabled=False):
-            return _DilatedConv3dFunction.apply(x, weight, bias, self.stride, self.padding, self.dilation)
+            return _MatmulGradConv3dFunction.apply(x, weight, bias, self.stride, self.padding, self.dilation)
