@@ -30,5 +30,8 @@ def test_train_speed_reports_every_figure(tmp_path):
     assert 0 <= r["data_wait_share"] < 1
     # one training step of a 3D ResNet-10 U-Net on 2 x 48^3 is tens of GFLOP, not zero (the FLOP counter saw it)
     assert 10 < r["gflop_per_step"] < 1000
+    # the resumable checkpoint (ResNet-10 segmenter + AdamW: ~170 MB) is timed on its own, at the bundle's interval
+    assert 50 < r["checkpoint_mb"] < 1000 and r["checkpoint_write_s"] > 0 and r["checkpoint_interval_s"] == 60
+    assert 0 < r["checkpoint_share"] < 1
     table = (out / "train_speed.md").read_text(encoding="utf-8")
     assert "| transfer_segmentation | Med3DSegmenter |" in table and "sliding_window" not in table

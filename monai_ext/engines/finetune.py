@@ -19,7 +19,7 @@ from types import MethodType
 from ignite.engine import Engine, Events
 from torch import nn
 
-from monai_ext.engines.checkpoint import is_main_process, unwrap_model
+from monai_ext.engines.checkpoint import is_main_process, unwrap_model, write_json_atomic
 from monai_ext.weights.report import LoadReport
 from monai_ext.weights.sources import NO_SOURCE, load_pretrained
 
@@ -39,14 +39,6 @@ logger = logging.getLogger(__name__)
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
           nn.LayerNorm)  # fmt: skip
-
-
-def _write_json_atomic(obj, path: str | PathLike) -> None:
-    """Write JSON to a temporary file and rename it, so a reader never sees half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(f"{path}.tmp", path)
 
 
 def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -188,7 +180,7 @@ class LoadPretrainedWeights:
                 unwrap_model(self.network), self.source, self.pretrained_path, self.download, self.inflation
             )
         if self.record_path and is_main_process():
-            _write_json_atomic(report_record(self.report, self.source), self.record_path)
+            write_json_atomic(report_record(self.report, self.source), self.record_path)
 
 
 
@@ -249,7 +241,7 @@ def save_network_spec(spec: dict, ckpt_dir: str | PathLike) -> dict:
         ``spec``.
     """
     if is_main_process():
-        _write_json_atomic(spec, os.path.join(ckpt_dir, NETWORK_SPEC_FILE))
+        write_json_atomic(spec, os.path.join(ckpt_dir, NETWORK_SPEC_FILE))
     return spec
 
 

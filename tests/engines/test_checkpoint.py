@@ -77,7 +77,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
         trainer2.run()
 
 
-def _one_epoch_engine(tmp_path, background=True):
+def _one_epoch_engine(tmp_path, background=True):  # background written out: "auto" depends on the machine
     from ignite.engine import Engine
 
     net = torch.nn.Linear(2, 1)
@@ -131,6 +131,38 @@ def test_failed_background_write_stops_training_with_the_folder_named(tmp_path, 
         engine.run(range(2), max_epochs=3)  # resumes at epoch 1, trains epoch 2, its write fails
     assert engine.state.epoch == 3  # the failure surfaced at the next save (epoch 3's), before epoch 3's was written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt"]
+
+
+def test_background_auto_when_a_core_is_free_or_the_network_is_on_a_gpu(tmp_path, monkeypatch):
+    _, _, ckpt = _one_epoch_engine(tmp_path, background="auto")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert ckpt._in_background() is False  # every core trains: the writer would only compete with them
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert ckpt._in_background() is True
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with torch.device("meta"):  # a network on another device than the CPU (no GPU needed to tell)
+        ckpt.objects["network"] = torch.nn.Linear(2, 1)
+    assert ckpt._in_background() is True
+
+
+def test_min_interval_skips_saves_but_never_the_first_or_last_epoch(tmp_path, monkeypatch):
+    from ignite.engine import Engine
+
+    from monai_ext.engines import checkpoint
+
+    clock = iter(float(t) for t in range(0, 1000, 10))  # read once per epoch end: epochs of 10 s
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: next(clock))
+    engine = Engine(lambda e, b: None)
+    ckpt = ResumableCheckpoint(str(tmp_path), {}, n_saved=10, background=False, min_interval_s=25)
+    ckpt.attach(engine)
+    saved = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: saved.append(sorted(p.name for p in tmp_path.iterdir())[-1]))
+    engine.run(range(2), max_epochs=7)
+    names = sorted({int(n.split("=")[1][:-3]) for n in saved})
+    assert names == [1, 4, 7]  # epoch 1 (the first), 4 (30 s after it), 7 (the last, 30 s after 4 too)
+    engine.run(range(2), max_epochs=9)  # a resumed (extended) run saves its first epoch again
+    assert (tmp_path / "checkpoint_epoch=8.pt").exists() and (tmp_path / "checkpoint_epoch=9.pt").exists()
 
 
 def test_write_before_returning_when_background_is_off(tmp_path):
