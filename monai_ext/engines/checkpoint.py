@@ -279,7 +279,14 @@ class ResumableCheckpoint:
             to_load[name] = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
         max_epochs = engine.state.max_epochs
         lengths = {name: _schedule_lengths(obj) for name, obj in to_load.items()}
-        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        try:
+            Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. another network or optimiser than the saved run's
+            raise RuntimeError(
+                f"the checkpoint {path} does not fit this run ({e}). It was written by a run with other settings "
+                f"(network, its size or classes, optimiser): resume with that run's settings, or start a new run "
+                f"with resume=False (--resume false) or another ckpt_dir."
+            ) from e
         for name, configured in lengths.items():  # a longer run keeps its configured schedule, not the saved one
             if configured != _schedule_lengths(to_load[name]):
                 _restore_schedule_lengths(name, to_load[name], configured)

@@ -39,7 +39,7 @@ from monai_ext.engines.checkpoint import is_main_process, unwrap_model
 from monai_ext.transforms.slices import slices_to_volume, volume_to_slices
 from monai_ext.weights.imagenet2d import load_2d_weights_into_3d
 from monai_ext.weights.inflate import INFLATION_MODES, expand_2d_network_to_3d
-from monai_ext.weights.report import LoadReport, WeightTransferError, load_with_report
+from monai_ext.weights.report import LoadReport, WeightTransferError, load_weights_file, load_with_report
 
 __all__ = [
     "INITIALISATIONS",
@@ -254,7 +254,7 @@ def expand_stage_one_network(
             "(python -m monai.bundle run --config_file \"['<bundle>/configs/train.json','<bundle>/configs/"
             "train_2d.json']\"), set auto_stage_one to true, or choose init 'imagenet_2d' or 'scratch'."
         )
-    state_2d = torch.load(path, map_location="cpu", weights_only=True)
+    state_2d = load_weights_file(path)
     load_with_report(network_2d, state_2d, source=str(path))
     network_2d.to(next(network_3d.parameters()).device)
     report = expand_2d_network_to_3d(network_2d, network_3d, mode=mode)

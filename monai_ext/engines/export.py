@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from monai_ext.engines.checkpoint import is_main_process, unwrap_model
+from monai_ext.weights.report import load_weights_file, load_with_report
 
 __all__ = ["load_best_weights", "export_best_encoder"]
 
@@ -19,7 +20,7 @@ def load_best_weights(network: torch.nn.Module, model_path: str) -> torch.nn.Mod
     """Load the bundle's best ``models/model.pt`` into ``network`` (unwrapped); keep the current weights if absent."""
     net = unwrap_model(network)
     if os.path.exists(model_path):
-        net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+        load_with_report(net, load_weights_file(model_path), source=model_path)
         logger.info(f"loaded the best weights from {model_path}")
     else:
         logger.warning(f"{model_path} not found (no validation ran?): exporting the last weights instead")

@@ -77,6 +77,16 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
         trainer2.run()
 
 
+def test_checkpoint_of_another_network_is_reported_with_its_file(tmp_path):
+    trainer, _, _ = _make(tmp_path, max_epochs=1)
+    trainer.run()
+    trainer2, net2, ckpt = _make(tmp_path, max_epochs=2)
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    ckpt.objects["network"] = wider  # the user changed the network, then resumed in the same folder
+    with pytest.raises(RuntimeError, match=r"(?s)checkpoint_epoch=1\.pt does not fit this run .*resume=False"):
+        trainer2.run()
+
+
 def _one_epoch_engine(tmp_path, background=True):  # background written out: "auto" depends on the machine
     from ignite.engine import Engine
 

@@ -27,7 +27,7 @@ from monai_ext.engines.crossdim import (
 )
 from monai_ext.networks.inflated import InflatedFlexUNet, InflatedResNetEncoder
 from monai_ext.transforms.slices import volume_to_slices
-from monai_ext.weights.report import WeightTransferError
+from monai_ext.weights.report import CheckpointFileError, WeightTransferError
 from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +101,17 @@ def test_expansion_covers_everything_and_reproduces_the_2d_network(stage_one):
         result = net3.eval()(volume)
     assert expected.abs().max() > 0.05
     torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_corrupt_or_foreign_stage_one_file_is_named(stage_one, tmp_path):
+    _, path = stage_one
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    with pytest.raises(CheckpointFileError, match=f"{path}.*download it again"):
+        expand_stage_one_network(TinyTwin(2), TinyTwin(3), path, mode="center")
+    foreign = tmp_path / "other_2d.pt"
+    torch.save(nn.Conv2d(1, 4, 3).state_dict(), foreign)
+    with pytest.raises(WeightTransferError, match=str(foreign)):
+        expand_stage_one_network(TinyTwin(2), TinyTwin(3), foreign, mode="center")
 
 
 def test_2_5d_expansion_needs_depth_one_kernels(stage_one):
