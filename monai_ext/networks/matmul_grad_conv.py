@@ -9,32 +9,43 @@ gradients of the two 512-channel dilated convolutions of a ResNet-10 took 40% of
 trained barely faster than fp32.
 
 :class:`MatmulGradConv3d` is an ``nn.Conv3d`` (same parameters, same state-dict keys, same outputs) that, when it
-trains on the CPU in bf16 with at least :data:`MIN_CHANNELS` input channels and is dilated or sees a volume at most
-:data:`MAX_NARROW_EXTENT` voxels wide along some axis, computes the weight gradient itself: the input windows are
-gathered channel-first (one copy) and multiplied with the output gradient in one ``matmul``, which runs on AMX.
-Forward and input gradient stay oneDNN's. Everywhere else (GPU, fp32, thin or wide layers, inference, frozen
-weights) it is a plain ``nn.Conv3d``. ``benchmarks/train_speed.py`` measures the effect on every bundle.
+trains on the CPU in bf16 with at least :data:`MIN_CHANNELS` input channels on a small or dilated volume (see
+:func:`uses_matmul_weight_grad`), computes the weight gradient itself: the input windows are gathered channels-last
+(one copy, the channels innermost) and multiplied with the output gradient in one ``matmul``, which runs on AMX; the
+product is written straight into an fp32 gradient (no separate cast). Forward and input gradient stay oneDNN's.
+Everywhere else (GPU, fp32, thin or large layers, inference, frozen weights) it is a plain ``nn.Conv3d``.
+``benchmarks/train_speed.py`` measures the effect on every bundle.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MatmulGradConv3d", "conv3d_weight_grad", "MIN_CHANNELS", "MAX_NARROW_EXTENT"]
+__all__ = ["MatmulGradConv3d", "conv3d_weight_grad", "uses_matmul_weight_grad", "MIN_CHANNELS"]
 
-#: input channels from which the matrix-product weight gradient is used. Measured on a 2-core AMX CPU in bf16, batch
-#: 2, 3^3 kernels, against oneDNN's: dilated, 256-512 channels at 3x8x8 to 16^3 voxels 1.3-7x faster, 128 channels at
-#: 24^3 1.6x slower; not dilated, 512 channels at 16x2x2 3.9x, 3^3 2.0x, 4^3 1.8x, 256 channels at 16x4x4 1.6x faster,
-#: 256 channels at 6^3 and 8^3 1.1-1.2x slower
-MIN_CHANNELS = 256
+#: input channels from which the matrix-product weight gradient can be used (see :func:`uses_matmul_weight_grad`)
+MIN_CHANNELS = 128
 
-#: an undilated convolution uses the matrix-product weight gradient when its input is at most this many voxels wide
-#: along some axis (see :data:`MIN_CHANNELS`)
-MAX_NARROW_EXTENT = 4
+
+def uses_matmul_weight_grad(in_channels: int, volume: Sequence[int], dilated: bool) -> bool:
+    """Whether the matrix-product weight gradient beats oneDNN's for a 3x3x3 bf16 convolution of this shape.
+
+    Measured on a 2-core AMX CPU, batch 2, against oneDNN's gradient plus its cast to fp32: from 256 input channels
+    1.1-1.8x faster up to 1024 voxels (8^3, 16x8x8, 16x2x2), 0.5-0.75x at 12^3; dilated 1.4-1.8x up to 12^3 (and 16^3
+    at 512 channels), 1.0x at 16^3 with 256; 128 channels 1.1-1.3x up to 256 voxels (6^3, 16x4x4), 0.85x at 8^3,
+    dilated 2.1x at 12^3 and 0.7x from 16^3.
+    """
+    voxels = math.prod(volume)
+    if in_channels < MIN_CHANNELS:
+        return False
+    if dilated:
+        return voxels <= 12**3
+    return voxels <= (1024 if in_channels >= 256 else 256)
 
 
 def conv3d_weight_grad(
@@ -44,61 +55,72 @@ def conv3d_weight_grad(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    out_dtype: torch.dtype | None = None,
     max_columns_bytes: int = 256 * 2**20,
 ) -> torch.Tensor:
     """The gradient of a 3D convolution's weight (``groups=1``): the output gradient (``O x B*voxels``) times the
-    input voxel each kernel tap saw at each output voxel (``B*voxels x C*taps``), one matrix product.
+    input voxel each kernel tap saw at each output voxel (``B*voxels x taps*C``, channels innermost), one matrix
+    product per block of channels.
 
     Args:
+        out_dtype: dtype of the returned gradient (default: that of ``x``), e.g. fp32 for an fp32 weight trained
+            under bf16 autocast: the product is written into it directly.
         max_columns_bytes: the gathered input windows are built for as many input channels at a time as fit.
 
     Returns:
-        a tensor shaped like the weight, ``O x C x kD x kH x kW``, in the dtype of the inputs.
+        a tensor shaped like the weight, ``O x C x kD x kH x kW``.
     """
-    batch, channels = x.shape[:2]
+    batch, channels, *volume = x.shape
     out_channels, out_size = grad_out.shape[1], grad_out.shape[2:]
-    padded = F.pad(x, [p for pad in reversed(padding) for p in (pad, pad)])
-    s_b, s_c, s_d, s_h, s_w = padded.stride()
-    # C, kD, kH, kW, B, oD, oH, oW: the input voxel seen by each kernel tap at each output voxel (a view, no copy)
+    # B, D, H, W, C, zero-padded: one copy, after which every gathered window row is a run of C contiguous values
+    padded = x.new_zeros(batch, *(n + 2 * p for n, p in zip(volume, padding)), channels)
+    padded[:, padding[0] : padding[0] + volume[0], padding[1] : padding[1] + volume[1],
+           padding[2] : padding[2] + volume[2]] = x.permute(0, 2, 3, 4, 1)  # fmt: skip
+    s_b, s_d, s_h, s_w, s_c = padded.stride()
+    # B, oD, oH, oW, kD, kH, kW, C: the input voxel seen by each kernel tap at each output voxel (a view, no copy)
     windows = padded.as_strided(
-        (batch, channels, *kernel_size, *out_size),
-        (s_b, s_c, s_d * dilation[0], s_h * dilation[1], s_w * dilation[2], s_d * stride[0], s_h * stride[1], s_w * stride[2]),
-    ).permute(1, 2, 3, 4, 0, 5, 6, 7)  # fmt: skip
+        (batch, *out_size, *kernel_size, channels),
+        (s_b, s_d * stride[0], s_h * stride[1], s_w * stride[2], s_d * dilation[0], s_h * dilation[1], s_w * dilation[2], s_c),
+    )  # fmt: skip
     grad_rows = grad_out.transpose(0, 1).reshape(out_channels, -1)  # O x B*voxels
-    taps, voxels = kernel_size[0] * kernel_size[1] * kernel_size[2], grad_rows.shape[1]
+    taps, voxels = math.prod(kernel_size), grad_rows.shape[1]
+    grad = torch.empty(out_channels, channels, *kernel_size, dtype=out_dtype or x.dtype, device=x.device)
     step = max(1, min(channels, max_columns_bytes // max(1, taps * voxels * x.element_size())))
-    parts = [
-        grad_rows @ windows[c : c + step].reshape(-1, voxels).t()  # copy with W innermost, then O x (step*taps)
-        for c in range(0, channels, step)
-    ]
-    grad = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-    return grad.reshape(out_channels, channels, *kernel_size)
+    for c in range(0, channels, step):
+        n = min(step, channels - c)
+        part = grad_rows @ windows[..., c : c + n].reshape(voxels, taps * n)  # O x (taps * n)
+        grad[:, c : c + n].copy_(part.view(out_channels, *kernel_size, n).permute(0, 4, 1, 2, 3))
+    return grad
 
 
 class _MatmulGradConv3dFunction(torch.autograd.Function):
-    """``F.conv3d`` forward and input gradient; weight gradient by :func:`conv3d_weight_grad`."""
+    """``F.conv3d`` in ``dtype`` (forward and input gradient); weight gradient by :func:`conv3d_weight_grad`, returned
+    in the weight's own dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation):
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, weight, bias, stride, padding, dilation, dtype):
+        x_c, weight_c = x.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(x_c, weight_c)
         ctx.geometry = (stride, padding, dilation)
-        ctx.has_bias = bias is not None
-        return F.conv3d(x, weight, bias, stride, padding, dilation)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return F.conv3d(x_c, weight_c, None if bias is None else bias.to(dtype), stride, padding, dilation)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
+        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        grad_out = grad_out.to(x.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, None, stride, padding, dilation, False, [0, 0, 0], 1, [True, False, False]
-            )[0]
+            )[0].to(x_dtype)
         if ctx.needs_input_grad[1]:
-            grad_w = conv3d_weight_grad(x, grad_out, weight.shape[2:], stride, padding, dilation)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2, 3, 4))
-        return grad_x, grad_w, grad_b, None, None, None
+            grad_w = conv3d_weight_grad(x, grad_out, weight.shape[2:], stride, padding, dilation, weight_dtype)
+        if bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3, 4), dtype=bias_dtype)
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 class MatmulGradConv3d(nn.Conv3d):
@@ -113,20 +135,19 @@ class MatmulGradConv3d(nn.Conv3d):
             return False  # an export trace records nn.Conv3d's graph
         if self.groups != 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return False
-        if self.in_channels < MIN_CHANNELS:
+        if not uses_matmul_weight_grad(self.in_channels, x.shape[2:], max(self.dilation) > 1):
             return False
-        if max(self.dilation) == 1 and min(x.shape[2:]) > MAX_NARROW_EXTENT:
-            return False
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        return dtype == torch.bfloat16
+        return self._compute_dtype(x) == torch.bfloat16
+
+    @staticmethod
+    def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._uses_matmul_weight_grad(x):
             return super().forward(x)
-        weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled("cpu"):  # cast as autocast would; the casts' backward returns fp32 gradients
-            dtype = torch.get_autocast_dtype("cpu")
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        dtype = self._compute_dtype(x)  # the cast autocast would make, done inside: the fp32 gradient comes out
         with torch.autocast("cpu", enabled=False):
-            return _MatmulGradConv3dFunction.apply(x, weight, bias, self.stride, self.padding, self.dilation)
+            return _MatmulGradConv3dFunction.apply(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, dtype
+            )

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 
 from monai_ext.networks.inflated import InflatedFlexUNet
 from monai_ext.networks.matmul_grad_conv import (
-    MAX_NARROW_EXTENT,
     MIN_CHANNELS,
     MatmulGradConv3d,
     _MatmulGradConv3dFunction,
     conv3d_weight_grad,
+    uses_matmul_weight_grad,
 )
 from monai_ext.networks.med3d import med3d_resnet10, med3d_resnet50
 
@@ -40,13 +40,26 @@ def test_weight_grad_equals_torch_in_double(kernel, stride, padding, dilation, s
     torch.testing.assert_close(chunked, expected)
 
 
+def test_weight_grad_of_bf16_inputs_written_into_fp32():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 5, 5, 5, generator=g).bfloat16()
+    grad_out = torch.randn(2, 3, 5, 5, 5, generator=g).bfloat16()
+    geometry = ((3, 3, 3), (1, 1, 1), (2, 2, 2), (2, 2, 2))
+    fp32 = conv3d_weight_grad(x, grad_out, *geometry, out_dtype=torch.float32)
+    assert fp32.dtype == torch.float32 and fp32.shape == (3, 6, 3, 3, 3)
+    torch.testing.assert_close(fp32, conv3d_weight_grad(x, grad_out, *geometry).float())
+    expected = conv3d_weight_grad(x.double(), grad_out.double(), *geometry).float()
+    torch.testing.assert_close(fp32, expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
+
+
 def test_function_passes_gradcheck():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, 4, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 3, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: _MatmulGradConv3dFunction.apply(x, w, b, (1, 1, 1), (2, 2, 2), (2, 2, 2)), (x, w, b)
+        lambda x, w, b: _MatmulGradConv3dFunction.apply(x, w, b, (1, 1, 1), (2, 2, 2), (2, 2, 2), torch.float64),
+        (x, w, b),
     )
 
 
@@ -105,12 +118,26 @@ def test_weight_grad_is_computed_by_matmul_only_where_it_is_faster(monkeypatch):
     _, thin = _pair(MIN_CHANNELS // 2)
     train_step(thin, MIN_CHANNELS // 2)  # few channels: oneDNN was faster
     undilated = MatmulGradConv3d(MIN_CHANNELS, 8, 3, padding=1)
-    train_step(undilated, MIN_CHANNELS, size=MAX_NARROW_EXTENT + 2)  # undilated and wide volume: oneDNN was faster
+    train_step(undilated, MIN_CHANNELS, size=8)  # undilated, 128 channels on 8^3: oneDNN was faster
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # inference
         wide(torch.randn(1, MIN_CHANNELS, 4, 4, 4))
     assert len(calls) == 1
-    train_step(undilated, MIN_CHANNELS, size=MAX_NARROW_EXTENT)  # undilated but narrow: oneDNN's is slow there
+    train_step(undilated, MIN_CHANNELS, size=6)  # undilated but small: oneDNN's is slow there
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "channels, volume, dilated, expected",
+    [
+        (512, (6, 6, 6), True, True), (256, (6, 6, 6), True, True),  # Med3D layer4/layer3 at a 48^3 patch
+        (512, (12, 12, 12), True, True), (256, (16, 16, 16), True, False),  # larger patches
+        (512, (16, 2, 2), False, True), (256, (16, 4, 4), False, True), (128, (16, 8, 8), False, False),  # inflated
+        (256, (12, 12, 12), False, False), (128, (6, 6, 6), False, True), (128, (12, 12, 12), True, True),
+        (64, (4, 4, 4), True, False),
+    ],
+)  # fmt: skip
+def test_the_rule_follows_the_measurements(channels, volume, dilated, expected):
+    assert uses_matmul_weight_grad(channels, volume, dilated) is expected
 
 
 def test_3d_networks_use_it_and_keep_their_keys():
